@@ -1,0 +1,50 @@
+"""Realtime events for websocket clients. The database is the source of truth; these
+are the fast path, sent only after the change they describe has committed (callers use
+transaction.on_commit), and a client that misses one resyncs by cursor."""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+
+def build_group(build_uuid) -> str:
+    return f"build.{build_uuid}"
+
+
+def account_group(account_id: str) -> str:
+    return f"account.{account_id}"
+
+
+def build_summary(build) -> dict:
+    return {
+        "build_uuid": str(build.build_uuid),
+        "worker_tag": build.worker.tag,
+        "status": build.status,
+        "build_outcome": build.build_outcome,
+        "reason": build.reason,
+        "branch": build.branch,
+        "commit_hash": build.commit_hash,
+        "created_on": build.created_on.isoformat(),
+        "running_on": build.running_on.isoformat() if build.running_on else None,
+        "stopped_on": build.stopped_on.isoformat() if build.stopped_on else None,
+    }
+
+
+def send(group: str, message: dict) -> None:
+    """Best effort: a channel layer that is down must never fail a build."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # noqa: BLE001 - the database already has the truth
+        log.warning("channel layer send to %s failed", group, exc_info=True)
+
+
+def build_changed(build) -> None:
+    message = {"type": "build.status", "build": build_summary(build)}
+    send(build_group(build.build_uuid), message)
+    send(account_group(build.account_id), message)

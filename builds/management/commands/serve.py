@@ -1,0 +1,56 @@
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from accounts.models import Account
+
+
+class Command(BaseCommand):
+    help = "Run the web server (daphne) and the build workers (q2 cluster) together."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, host: str, port: int, **options) -> None:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "buildsite.asgi:application"]
+            ),
+            subprocess.Popen([sys.executable, "manage.py", "qcluster"]),
+        ]
+        base = f"http://{host}:{port}"
+        account = Account.objects.order_by("created_on").first()
+        self.stdout.write(
+            f"\nBuildsite is starting ({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+            f"executor {settings.BUILDSITE_EXECUTOR}).\n"
+            f"  Dashboard: {base}/\n"
+            f"  Admin:     {base}/admin/\n"
+            f"  API base:  {base}/client/v4/accounts/{account.id if account else '<account_id>'}/builds/\n"
+            "Press Ctrl+C to stop.\n"
+        )
+        stopping = False
+
+        def stop(signum, frame) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        # Either process dying takes the other down: half a service is worse than none.
+        while not stopping and all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in processes:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if not stopping:
+            sys.exit(1)
