@@ -48,3 +48,8 @@ def build_changed(build) -> None:
     message = {"type": "build.status", "build": build_summary(build)}
     send(build_group(build.build_uuid), message)
     send(account_group(build.account_id), message)
+
+
+def log_batch(build_uuid, lines: list[dict]) -> None:
+    """A batch of stored lines (builds.logs.line_payload dicts), in seq order."""
+    send(build_group(build_uuid), {"type": "build.logs", "build_uuid": str(build_uuid), "lines": lines})

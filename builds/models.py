@@ -430,6 +430,23 @@ class Build(models.Model):
     def stop(self, outcome: str, reason: str = "", **fields) -> bool:
         return self.transition(BuildStatus.STOPPED, outcome=outcome, reason=reason, **fields)
 
+    def retry(self, source: str) -> "Build":
+        """A new queued build of the same commit with the trigger's current settings.
+        The caller hands it to the scheduler after commit."""
+        if self.trigger is None:
+            raise ValidationError("The trigger of this build was deleted; it cannot be retried.")
+        build = self.trigger.new_build(
+            branch=self.branch,
+            commit_hash=self.commit_hash,
+            commit_message=self.commit_message,
+            author=self.author,
+            source=source,
+            pull_request=self.pull_request,
+        )
+        build.retry_of = self
+        build.save(update_fields=["retry_of"])
+        return build
+
 
 class LogStream(models.TextChoices):
     STDOUT = "stdout"
