@@ -430,6 +430,17 @@ class Build(models.Model):
     def stop(self, outcome: str, reason: str = "", **fields) -> bool:
         return self.transition(BuildStatus.STOPPED, outcome=outcome, reason=reason, **fields)
 
+    def cancel(self, reason: str) -> bool:
+        """Stops a queued or active build as cancelled; False if it had stopped already.
+        An active build's container is killed by name, which works from any process;
+        its Build Buddy then finds the build stopped and only cleans up."""
+        if not self.stop(BuildOutcome.CANCELLED, reason):
+            return False
+        from builds import executors
+
+        executors.kill_build(self)
+        return True
+
     def retry(self, source: str) -> "Build":
         """A new queued build of the same commit with the trigger's current settings.
         The caller hands it to the scheduler after commit."""
