@@ -5,7 +5,13 @@ cursor later returns only lines stored since."""
 
 import base64
 import binascii
+from collections.abc import Iterable, Sequence
 
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from builds import events
 from builds.models import Build, LogLine
 
 DEFAULT_PAGE_LINES = 1000
@@ -42,3 +48,47 @@ def lines_after(build: Build, after_seq: int, limit: int = DEFAULT_PAGE_LINES) -
 def line_payload(line: LogLine) -> dict:
     """A log line as websocket clients receive it, from the database or live."""
     return {"seq": line.seq, "ts": line.timestamp.timestamp(), "stream": line.stream, "text": line.text}
+
+
+MASK = "***"
+MAX_LINE_CHARS = 64 * 1024
+
+
+def clean(text: str, secrets: Iterable[str] = ()) -> list[str]:
+    """Text ready to store: NUL bytes removed, secret values replaced by ***, and split
+    into pieces of at most 64 KiB so one runaway line cannot bloat a page."""
+    text = text.replace("\x00", "")
+    # Longest first, so a secret that contains a shorter one is masked whole.
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return [text[i : i + MAX_LINE_CHARS] for i in range(0, len(text), MAX_LINE_CHARS)] or [""]
+
+
+def append(build: Build, entries: Sequence[tuple[str, str]], secrets: Iterable[str] = ()) -> list[LogLine]:
+    """Store (stream, text) entries as the build's next lines and publish them after
+    commit. Safe from any process: sequence numbers are taken under the build row's
+    lock. Past BUILDSITE_LOG_MAX_BYTES lines are dropped and the log marked truncated."""
+    secrets = tuple(secrets)
+    pieces = [(stream, piece) for stream, text in entries for piece in clean(text, secrets)]
+    if not pieces:
+        return []
+    now = timezone.now()
+    with transaction.atomic():
+        row = Build.objects.select_for_update().values("log_seq", "log_bytes", "log_truncated").get(pk=build.pk)
+        seq, size, truncated = row["log_seq"], row["log_bytes"], row["log_truncated"]
+        lines = []
+        for stream, text in pieces:
+            size += len(text.encode()) + 1
+            if size > settings.BUILDSITE_LOG_MAX_BYTES:
+                truncated = True
+                break
+            seq += 1
+            lines.append(LogLine(build_id=build.pk, seq=seq, timestamp=now, stream=stream, text=text))
+        LogLine.objects.bulk_create(lines)
+        Build.objects.filter(pk=build.pk).update(
+            log_seq=seq, log_bytes=min(size, settings.BUILDSITE_LOG_MAX_BYTES), log_truncated=truncated
+        )
+        payloads = [line_payload(line) for line in lines]
+        if payloads:
+            transaction.on_commit(lambda: events.log_batch(build.build_uuid, payloads))
+    return lines

@@ -369,6 +369,9 @@ class Build(models.Model):
     container_id = models.CharField(max_length=100, blank=True, default="")
     heartbeat_on = models.DateTimeField(null=True, blank=True)
     phases = models.JSONField(default=list, blank=True, help_text="[{name, started_on, stopped_on, exit_code}]")
+    # The last log sequence number handed out; taken under the row lock, so system
+    # lines from other processes never collide with the buddy's.
+    log_seq = models.PositiveIntegerField(default=0)
     log_bytes = models.BigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
 
