@@ -9,6 +9,8 @@ import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.management.utils import get_random_secret_key
 
+from buildsite.structured_logging import current_release
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -76,6 +78,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "buildsite.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -219,6 +222,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+# Serve files straight from static/ and the apps too, so a checkout works before
+# (or without) collectstatic.
+WHITENOISE_USE_FINDERS = True
 
 # Behind a TLS-terminating proxy, BUILDSITE_HTTPS=1 turns on every HTTPS protection.
 BUILDSITE_HTTPS = env_bool("BUILDSITE_HTTPS")
@@ -236,10 +243,17 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Webhook payloads may be large (GitHub caps them at 25 MB); the view enforces that.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 26 * 1024 * 1024
 
+BUILDSITE_RELEASE = env_str("BUILDSITE_RELEASE") or current_release(BASE_DIR)
+# JSON lines by default (BUILDSITE_LOG_FORMAT=plain for a terminal).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "buildsite.structured_logging.JsonFormatter", "release": BUILDSITE_RELEASE},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": env_str("BUILDSITE_LOG_FORMAT", "json")},
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
