@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from builds import events
 from builds.models import Build, LogLine
+from buildsite import metrics
 
 DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 5000
@@ -91,4 +92,5 @@ def append(build: Build, entries: Sequence[tuple[str, str]], secrets: Iterable[s
         payloads = [line_payload(line) for line in lines]
         if payloads:
             transaction.on_commit(lambda: events.log_batch(build.build_uuid, payloads))
+            transaction.on_commit(lambda: metrics.log_lines_stored.inc(len(payloads)))
     return lines

@@ -2,6 +2,7 @@
 builds, their log lines, webhook deliveries and deploy hooks. Field names follow the
 Cloudflare Workers Builds API."""
 
+import copy
 import fnmatch
 import re
 import secrets
@@ -426,8 +427,11 @@ class Build(models.Model):
         self.refresh_from_db()
         if moved:
             from builds import events
+            from buildsite import metrics
 
-            transaction.on_commit(lambda: events.build_changed(self))
+            # A copy: the callbacks run at commit, when self may have moved on again.
+            moved_to = copy.copy(self)
+            transaction.on_commit(lambda: (events.build_changed(moved_to), metrics.build_moved(moved_to)))
         return moved
 
     def stop(self, outcome: str, reason: str = "", **fields) -> bool:

@@ -243,6 +243,14 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Webhook payloads may be large (GitHub caps them at 25 MB); the view enforces that.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 26 * 1024 * 1024
 
+# Prometheus: every process writes its samples here (prometheus-client reads this
+# variable when first imported, which is after settings in every process).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "metrics"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# /metrics answers scrapers from these networks, or any caller with this bearer token.
+BUILDSITE_METRICS_ALLOW = env_list("BUILDSITE_METRICS_ALLOW", "127.0.0.1/32,::1/128")
+BUILDSITE_METRICS_TOKEN = env_str("BUILDSITE_METRICS_TOKEN")
+
 BUILDSITE_RELEASE = env_str("BUILDSITE_RELEASE") or current_release(BASE_DIR)
 # JSON lines by default (BUILDSITE_LOG_FORMAT=plain for a terminal).
 LOGGING = {

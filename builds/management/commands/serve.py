@@ -1,7 +1,9 @@
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -17,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, host: str, port: int, **options) -> None:
+        # Samples of processes from a previous run would be summed into this one's.
+        for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+            stale.unlink()
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "buildsite.asgi:application"]

@@ -1,0 +1,46 @@
+import re
+
+from builds.models import BuildOutcome, BuildStatus
+from tests.factories import make_build, make_trigger, make_worker
+
+
+def sample(client, name: str, **labels) -> float:
+    text = client.get("/metrics").content.decode()
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" ([0-9.e+]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_count_builds_and_lines(client, account, django_capture_on_commit_callbacks):
+    from builds import logs
+
+    trigger = make_trigger(make_worker(account, "metrics"))
+    before_success = sample(client, "buildsite_builds_total", outcome="success")
+    before_lines = sample(client, "buildsite_log_lines_stored_total")
+    before_waits = sample(client, "buildsite_build_queue_wait_seconds_count")
+    queued = make_build(trigger)
+    running = make_build(trigger)
+    with django_capture_on_commit_callbacks(execute=True):
+        running.transition(BuildStatus.INITIALIZING)
+        running.transition(BuildStatus.RUNNING)
+        logs.append(running, [("stdout", "a"), ("stdout", "b")])
+    assert sample(client, "buildsite_builds", status="queued") == 1
+    assert sample(client, "buildsite_builds", status="running") == 1
+    assert sample(client, "buildsite_build_queue_wait_seconds_count") == before_waits + 1
+    assert sample(client, "buildsite_log_lines_stored_total") == before_lines + 2
+    with django_capture_on_commit_callbacks(execute=True):
+        running.stop(BuildOutcome.SUCCESS)
+        queued.stop(BuildOutcome.CANCELLED, "Cancelled")
+    assert sample(client, "buildsite_builds_total", outcome="success") == before_success + 1
+    assert sample(client, "buildsite_builds", status="running") == 0
+
+
+def test_metrics_are_restricted(client, settings, db):
+    settings.BUILDSITE_METRICS_TOKEN = "scrape-token"
+    outside = {"REMOTE_ADDR": "203.0.113.9"}
+    assert client.get("/metrics", **outside).status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong", **outside).status_code == 403
+    allowed = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token", **outside)
+    assert allowed.status_code == 200 and b"buildsite_builds" in allowed.content
+    assert client.get("/metrics").status_code == 200  # loopback is allowed by default
