@@ -206,7 +206,16 @@ BUILDSITE_API_RATE = env_str("BUILDSITE_API_RATE", "240/m")
 BUILDSITE_ALLOW_FILE_REPOS = env_bool("BUILDSITE_ALLOW_FILE_REPOS", not DATABASE_URL)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Buildsite API",
-    "DESCRIPTION": "Workers Builds compatible API (Cloudflare v4 envelope).",
+    "DESCRIPTION": (
+        "Workers Builds compatible API: Cloudflare's v4 paths, field names and envelope, so a script "
+        "written for Cloudflare works by changing the base URL and token.\n\n"
+        "Authenticate with `Authorization: Bearer <token>` (a token works only for its own account) "
+        "or the dashboard session (send the CSRF token on unsafe methods).\n\n"
+        "Every response is `{success, errors: [{code, message, source?}], messages, result, result_info}`; "
+        "`result_info` (page, per_page, count, total_count, total_pages) on lists, which take `page` and "
+        "`per_page`. Another account's object is a 404, a role that lacks the right a 403, too many "
+        "requests a 429 with Retry-After. docs/api.md has a walk-through and the error codes."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -20,7 +20,7 @@ class AccountRole(BasePermission):
     message = "Your role in this account does not allow this."
 
     def has_permission(self, request: Request, view) -> bool:
-        if not request.user or not request.user.is_authenticated:
+        if not request.user.is_authenticated:
             return False
         account = view.account
         if view.acts_on_object:

@@ -75,7 +75,7 @@ VARIABLES_INPUT = {
     "additionalProperties": {
         "type": "object",
         "properties": {
-            "value": {"type": "string", "maxLength": api.MAX_VARIABLE_BYTES},
+            "value": {"type": "string", "maxLength": api.MAX_VARIABLE_CHARS},
             "is_secret": {"type": "boolean", "description": "Default: unchanged, or false for a new variable."},
         },
         "required": ["value"],

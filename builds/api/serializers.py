@@ -28,7 +28,7 @@ from builds.models import (
 MAX_IDS = 20
 COMMIT_HASH = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 IMAGE_REFERENCE = re.compile(r"^[a-z0-9][a-zA-Z0-9._/:@-]*$")
-MAX_VARIABLE_BYTES = 64 * 1024
+MAX_VARIABLE_CHARS = 64 * 1024
 
 
 def django_errors(error: DjangoValidationError, renamed: dict[str, str] | None = None) -> serializers.ValidationError:
@@ -39,17 +39,11 @@ def django_errors(error: DjangoValidationError, renamed: dict[str, str] | None =
     return serializers.ValidationError(error.messages)
 
 
-def run_django_validator(validator, value):
-    try:
-        validator(value)
-    except DjangoValidationError as e:
-        raise serializers.ValidationError(e.messages) from e
-    return value
-
-
 class BranchField(serializers.CharField):
+    """A branch name git accepts (DRF runs Django validators and reports their messages)."""
+
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_length=255, validators=[lambda v: run_django_validator(validate_branch_name, v)], **kwargs)
+        super().__init__(max_length=255, validators=[validate_branch_name], **kwargs)
 
 
 class CommaSeparatedField(serializers.CharField):
@@ -142,7 +136,7 @@ class RepoConnectionSerializer(RepoConnectionSummarySerializer):
     clone_url = serializers.CharField(
         max_length=500,
         required=False,
-        validators=[lambda v: run_django_validator(validate_clone_url, v)],
+        validators=[validate_clone_url],
         help_text="Where builds clone from. Default: the provider's HTTPS URL of the repository.",
     )
     clone_credential = serializers.CharField(
@@ -268,7 +262,7 @@ class EnvironmentVariableSerializer(serializers.ModelSerializer):
 
 
 class EnvironmentVariableInput(serializers.Serializer):
-    value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_VARIABLE_BYTES)
+    value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_VARIABLE_CHARS)
     is_secret = serializers.BooleanField(
         required=False, help_text="Default: unchanged for an existing variable, false for a new one."
     )

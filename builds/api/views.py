@@ -475,8 +475,7 @@ class TriggerVariablesView(TriggerView):
     )
     def patch(self, request: Request, account_id: str, trigger_uuid) -> Response:
         trigger = self.get_object()
-        field = EnvironmentVariablesInput()
-        entries = field.run_validation(request.data)
+        entries = EnvironmentVariablesInput().run_validation(request.data)
         with transaction.atomic():
             # The trigger's row lock serialises writers, so two PATCHes adding the same
             # name cannot collide.
