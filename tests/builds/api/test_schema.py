@@ -7,7 +7,8 @@ from django.contrib.staticfiles import finders
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -61,7 +62,7 @@ def app_schema(db):
     request_finished.disconnect(close_old_connections)
     try:
         schema = schemathesis.openapi.from_wsgi("/client/v4/schema?format=json", get_wsgi_application())
-        # Fuzzing only, bounded by max_examples below: the coverage phase tries every
+        # Examples and fuzzing, bounded by max_examples below: the coverage phase tries every
         # boundary of every parameter and alone takes minutes.
         schema.config.phases.update(phases=["examples", "fuzzing"])
         yield schema
@@ -87,10 +88,14 @@ def real_ids(account, world) -> dict:
     }
 
 
-@schema.parametrize()
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_the_api_keeps_to_its_schema(case, real_ids, owner, account, settings):
+@pytest.fixture
+def token(owner, account, settings) -> str:
     settings.BUILDSITE_API_RATE = "100000/m"
-    _, token = ApiToken.issue(owner, account, "schemathesis")
+    return ApiToken.issue(owner, account, "schemathesis")[1]
+
+
+@schema.parametrize()
+@hypothesis_settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_the_api_keeps_to_its_schema(case, real_ids, token):
     case.path_parameters = {name: real_ids[name] for name in case.path_parameters or {}}
     case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
