@@ -17,6 +17,7 @@ from buildsite import metrics
 
 DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 5000
+MAX_SEQ = 2**31 - 1
 
 
 class InvalidCursor(ValueError):
@@ -33,7 +34,8 @@ def decode_cursor(cursor: str | None) -> int:
         return 0
     try:
         version, _, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
-        if version != "v1" or not seq.isdigit():
+        # No sequence number beyond what LogLine.seq (a PositiveIntegerField) holds.
+        if version != "v1" or not seq.isdigit() or int(seq) > MAX_SEQ:
             raise ValueError
         return int(seq)
     except (ValueError, UnicodeDecodeError, binascii.Error) as e:

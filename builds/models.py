@@ -60,6 +60,36 @@ class Worker(models.Model):
         return self.name
 
 
+# Characters git refuses in a ref name (git check-ref-format), besides control characters.
+BRANCH_FORBIDDEN = set(" ~^:?*[\\")
+
+
+def validate_branch_name(name: str) -> None:
+    """A name git accepts as a branch (git check-ref-format's rules), so it is safe to
+    hand to git as an argument: it never starts with "-"."""
+    if (
+        not name
+        or len(name) > 255
+        or name == "@"
+        or name.startswith(("-", "/", "."))
+        or name.endswith(("/", ".", ".lock"))
+        or any(part in name for part in ("..", "//", "/.", "@{"))
+        or any(c in BRANCH_FORBIDDEN or ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+    ):
+        raise ValidationError("Not a valid git branch name.")
+
+
+def validate_clone_url(url: str) -> None:
+    """Only transports a build should use: https, http, ssh (URL or scp-like), and
+    file:/// where BUILDSITE_ALLOW_FILE_REPOS allows it, since a local path reads the
+    build host's disk. Git's other transports (ext::, fd::) run commands."""
+    schemes = r"https?://|ssh://|\w[\w.-]*@[\w.-]+:" + (r"|file:///" if settings.BUILDSITE_ALLOW_FILE_REPOS else "")
+    # Nothing may start with "-": git would read it as an option (an ssh host included).
+    if not re.match(rf"^(?:{schemes})(?!-)\S+$", url):
+        local = " or file:///" if settings.BUILDSITE_ALLOW_FILE_REPOS else ""
+        raise ValidationError(f"Use an https://, http://, ssh://, user@host:{local} URL.")
+
+
 class Provider(models.TextChoices):
     GITHUB = "github", "GitHub"
     GITLAB = "gitlab", "GitLab"

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_q",
     "accounts",
@@ -196,13 +197,41 @@ Q_CLUSTER = {
 }
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular, with the error envelope listed under every operation.
+    "DEFAULT_SCHEMA_CLASS": "builds.api.schema.EnvelopeAutoSchema",
+    # Every API error, whatever raised it, answers in the Cloudflare v4 envelope.
+    "EXCEPTION_HANDLER": "builds.api.envelope.exception_handler",
 }
+# Requests per API token (or dashboard session) in DRF's "N/s|m|h|d" form; about the
+# 1200 per 5 minutes Cloudflare allows. Counted in the cache above.
+BUILDSITE_API_RATE = env_str("BUILDSITE_API_RATE", "240/m")
+# file:/// clone URLs read the build host's disk: fine on a laptop, not for tenants.
+BUILDSITE_ALLOW_FILE_REPOS = env_bool("BUILDSITE_ALLOW_FILE_REPOS", not DATABASE_URL)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Buildsite API",
-    "DESCRIPTION": "Workers Builds compatible API (Cloudflare v4 envelope).",
+    "DESCRIPTION": (
+        "Workers Builds compatible API: Cloudflare's v4 paths, field names and envelope, so a script "
+        "written for Cloudflare works by changing the base URL and token.\n\n"
+        "Authenticate with `Authorization: Bearer <token>` (a token works only for its own account) "
+        "or the dashboard session (send the CSRF token on unsafe methods).\n\n"
+        "Every response is `{success, errors: [{code, message, source?}], messages, result, result_info}`; "
+        "`result_info` (page, per_page, count, total_count, total_pages) on lists, which take `page` and "
+        "`per_page`. Another account's object is a 404, a role that lacks the right a 403, too many "
+        "requests a 429 with Retry-After. docs/api.md has a walk-through and the error codes."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Only the API under /client/v4/ is described (the dashboard and admin are not APIs).
+    "PREPROCESSING_HOOKS": ["builds.api.schema.only_api_paths"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "builds.api.schema.describe_path_parameters",
+    ],
+    # The docs page's assets come from drf-spectacular-sidecar: no CDN needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -24,7 +24,9 @@ def test_cursor_round_trips_and_is_opaque():
     assert logs.decode_cursor(None) == 0 and logs.decode_cursor("") == 0
 
 
-@pytest.mark.parametrize("bad", ["nope", "djE6YWJj", "!!!!", logs.encode_cursor(5)[:-1] + "%"])
+@pytest.mark.parametrize(
+    "bad", ["nope", "djE6YWJj", "!!!!", logs.encode_cursor(5)[:-1] + "%", logs.encode_cursor(logs.MAX_SEQ + 1)]
+)
 def test_it_rejects_cursors_it_did_not_issue(bad):
     with pytest.raises(logs.InvalidCursor):
         logs.decode_cursor(bad)

@@ -1,9 +1,18 @@
 import threading
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection, connections
 
-from builds.models import Build, BuildOutcome, BuildStatus, EnvironmentVariable, RepoConnection
+from builds.models import (
+    Build,
+    BuildOutcome,
+    BuildStatus,
+    EnvironmentVariable,
+    RepoConnection,
+    validate_branch_name,
+    validate_clone_url,
+)
 from tests.factories import make_build, make_connection, make_trigger, make_worker
 
 
@@ -154,3 +163,74 @@ def test_connection_secrets_are_stored_encrypted(account):
 def test_branch_rules_excludes_win(account, branch, includes, expected, excludes):
     trigger = make_trigger(make_worker(account), branch_includes=includes, branch_excludes=excludes)
     assert trigger.builds_branch(branch) is expected
+
+
+@pytest.mark.parametrize("name", ["main", "feature/login-form", "release-1.2", "v2@x", "Dependabot/npm_and_yarn/x"])
+def test_it_accepts_branch_names_git_accepts(name):
+    validate_branch_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "-x",
+        "--upload-pack=evil",
+        "a..b",
+        "a b",
+        "a~1",
+        "a^",
+        "a:b",
+        "a?",
+        "a*",
+        "a[",
+        "a\\b",
+        "x.lock",
+        "/x",
+        "x/",
+        "x.",
+        ".x",
+        "a//b",
+        "a/.b",
+        "@",
+        "a@{1}",
+        "a\x00b",
+        "a\tb",
+        "x" * 256,
+    ],
+)
+def test_it_rejects_branch_names_git_rejects(name):
+    with pytest.raises(ValidationError):
+        validate_branch_name(name)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/acme/site.git",
+        "http://git.local/site",
+        "ssh://git@github.com/acme/site",
+        "git@github.com:acme/site",
+    ],
+)
+def test_it_accepts_clone_urls_of_safe_transports(url):
+    validate_clone_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ext::sh -c id",
+        "fd::17",
+        "/srv/git/site",
+        "ftp://x/y",
+        "ssh://-oProxyCommand=id/x",
+        "-u@host:x",
+        "https://x/y z",
+        "file:///srv/git/site",
+    ],
+)
+def test_it_rejects_other_clone_urls(url, settings):
+    settings.BUILDSITE_ALLOW_FILE_REPOS = False
+    with pytest.raises(ValidationError):
+        validate_clone_url(url)
