@@ -20,10 +20,8 @@ def webhook(request: HttpRequest, connection_uuid: str) -> JsonResponse:
         body = {"outcome": "rejected", "reason": "Webhooks are delivered with POST."}
         return JsonResponse(body, status=405, headers={"Allow": "POST"})
     try:
-        connection = RepoConnection.objects.filter(uuid=uuid.UUID(connection_uuid)).first()
-    except ValueError:
-        connection = None
-    if connection is None:
+        connection = RepoConnection.objects.get(uuid=uuid.UUID(connection_uuid))
+    except (ValueError, RepoConnection.DoesNotExist):
         # Not recorded: there is no connection to record it against.
         return JsonResponse({"outcome": "rejected", "reason": "No repository connection has this URL."}, status=404)
     status, body = webhooks.receive(connection, request)

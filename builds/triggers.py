@@ -100,12 +100,15 @@ def queue_build(
         deploy_hook=deploy_hook,
     )
     # Older by creation time: a concurrent delivery may commit a newer build that
-    # this transaction sees, and that one must survive.
+    # this transaction sees, and that one must survive. Usually there is none, so
+    # only ids are read; stop() moves each row by id and reloads it.
     older = Build.objects.filter(
         trigger=trigger, branch=branch, status=BuildStatus.QUEUED, created_on__lt=build.created_on
-    ).exclude(pk=build.pk)
-    for superseded in older:
-        superseded.stop(BuildOutcome.SKIPPED, f"Superseded by build {build.build_uuid} of a newer commit of {branch}.")
+    ).values_list("pk", flat=True)
+    for pk in older.order_by():
+        Build(pk=pk).stop(
+            BuildOutcome.SKIPPED, f"Superseded by build {build.build_uuid} of a newer commit of {branch}."
+        )
     return build
 
 
@@ -114,9 +117,10 @@ def start_builds(connection: RepoConnection, event: PushEvent) -> Result:
     Call inside the transaction that records the delivery."""
     if marker := skip_marker(event.commit_message):
         return Result(DeliveryOutcome.SKIPPED, f"The head commit message contains {marker}: no build.", [])
-    triggers = list(
-        connection.triggers.select_related("worker", "repo_connection").prefetch_related("environment_variables")
-    )
+    # The reverse manager sets each trigger's repo_connection. Variables are not
+    # prefetched: for the one or two triggers a connection has, new_build's own
+    # query is cheaper than the prefetch machinery.
+    triggers = list(connection.triggers.select_related("worker"))
     if not triggers:
         return Result(DeliveryOutcome.IGNORED, "No trigger uses this repository connection.", [])
     builds: list[Build] = []

@@ -413,19 +413,19 @@ def receive(connection: RepoConnection, request: HttpRequest) -> tuple[int, dict
 
 
 def accept(delivery: WebhookDelivery, event: PushEvent | Ignored) -> tuple[int, dict]:
-    """Records a verified delivery and starts its builds in one transaction. Saving
-    the record first claims its delivery id (a unique index), so a concurrent
-    redelivery waits for this transaction and then fails to claim it."""
+    """Starts the delivery's builds and records it, in one transaction. The record
+    is written last and its delivery id is unique: of two concurrent deliveries
+    with the same id, the second waits at that INSERT until the first commits,
+    then fails and rolls back the builds it made."""
     try:
         with transaction.atomic():
-            delivery.save()
             if isinstance(event, Ignored):
                 result = triggers.Result(DeliveryOutcome.IGNORED, event.reason, [])
             else:
                 result = triggers.start_builds(delivery.repo_connection, event)
             delivery.outcome, delivery.reason = result.outcome, result.reason
             delivery.response_code = 202 if result.builds else 200
-            delivery.save(update_fields=["outcome", "reason", "response_code"])
+            delivery.save()
             delivery.builds.add(*result.builds)
     except IntegrityError:
         original = claimed(delivery)

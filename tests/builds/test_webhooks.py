@@ -5,6 +5,7 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
@@ -604,3 +605,17 @@ def test_whatever_arrives_the_answer_is_never_a_5xx(account):
     # The random deliveries did reach the parsers and the builds, not only the door.
     assert WebhookDelivery.objects.exclude(outcome=DeliveryOutcome.REJECTED).exists()
     assert WebhookDelivery.objects.filter(outcome=DeliveryOutcome.REJECTED, response_code=400).exists()
+
+
+def test_the_admin_lists_deliveries_newest_first_with_the_builds_they_created(client, github):
+    deliver(client, github, payloads.github_push(repo(github)), delivery_id="first-one")
+    deliver(client, github, payloads.github_ping(repo(github)), event="ping", delivery_id="second-one")
+    build = Build.objects.get()
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", None)
+    client.force_login(admin)
+    page = client.get("/admin/builds/webhookdelivery/").content.decode()
+    assert page.index("second-one") < page.index("first-one")
+    assert f'<a href="/admin/builds/build/{build.pk}/change/">{build.build_uuid}</a>' in page
+    delivery = WebhookDelivery.objects.get(delivery_id="first-one")
+    detail = client.get(f"/admin/builds/webhookdelivery/{delivery.pk}/change/")
+    assert detail.status_code == 200 and str(build.build_uuid) in detail.content.decode()
