@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 # GitHub caps payloads at 25 MB; we refuse anything larger before reading it.
 MAX_BODY_BYTES = 25 * 1024 * 1024
-ZERO_COMMIT = re.compile(r"^0+$")
-COMMIT_HASH = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+ZERO_COMMIT = re.compile(r"0+")
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 # What git's check-ref-format refuses, plus a leading dash that git would read as
 # an option: such a name is never a real branch.
 BAD_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|^[-/.]|[/.]$|\.lock$")
@@ -151,12 +151,12 @@ def decode(body: bytes, content_type: str) -> dict:
     charset = params.get("charset") or "utf-8"
     try:
         if media_type == "application/json":
-            text = body.decode(charset)
+            document = body.decode(charset)
         elif media_type == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode("ascii"), keep_blank_values=True, encoding=charset, errors="strict")
             if len(fields.get("payload", [])) != 1:
                 raise DeliveryError(400, "The form-encoded body has no single `payload` field.")
-            text = fields["payload"][0]
+            document = fields["payload"][0]
         else:
             raise DeliveryError(
                 415, "Send application/json (or application/x-www-form-urlencoded with a `payload` field)."
@@ -166,7 +166,7 @@ def decode(body: bytes, content_type: str) -> dict:
     except UnicodeError:
         raise DeliveryError(400, f"The body is not valid {charset} text.") from None
     try:
-        payload = json.loads(text)
+        payload = json.loads(document)
     except (ValueError, RecursionError):
         raise DeliveryError(400, "The payload is not valid JSON.") from None
     if not isinstance(payload, dict):
@@ -209,7 +209,7 @@ def branch_name(value: str, path: str) -> str:
 
 def commit_hash(payload: dict, path: str) -> str:
     value = field(payload, path, str)
-    if not COMMIT_HASH.match(value):
+    if not COMMIT_HASH.fullmatch(value):
         raise DeliveryError(400, f"The payload's {path} is not a commit hash.")
     return value
 
@@ -246,7 +246,7 @@ def pushed_branch(payload: dict) -> str | Ignored:
     if not ref.startswith("refs/heads/"):
         return Ignored(f"{text(ref, 255)} is not a branch: only branch pushes start builds.")
     branch = branch_name(ref.removeprefix("refs/heads/"), "ref")
-    if ZERO_COMMIT.match(field(payload, "after", str)):
+    if ZERO_COMMIT.fullmatch(field(payload, "after", str)):
         return Ignored(f"Branch {branch} was deleted: nothing to build.")
     return branch
 
@@ -464,7 +464,7 @@ def reject(delivery: WebhookDelivery, status: int, reason: str) -> tuple[int, di
     """Records a refused delivery. A rejected record never claims its delivery id,
     so a forged request carrying a real id cannot block the real delivery."""
     delivery.outcome, delivery.reason, delivery.response_code = DeliveryOutcome.REJECTED, reason, status
-    delivery.pk = None  # a claim rolled back with a failed transaction is not a row
+    delivery.pk = None  # a save rolled back with its transaction left a pk but no row
     try:
         delivery.save()
     except Exception:  # the answer matters more than the record
