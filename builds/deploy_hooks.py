@@ -3,7 +3,7 @@ rate limits per worker and per account."""
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -32,7 +32,7 @@ class Triggered:
     already_exists: bool
 
 
-def check_limit(recent: QuerySet, limit: int, scope: str, now) -> None:
+def check_limit(recent: QuerySet, limit: int, scope: str, now: datetime) -> None:
     """Raises RateLimited when `recent` (deploy hook builds) has `limit` builds in
     the last minute, with the seconds until the oldest of them leaves the window."""
     stamps = list(
