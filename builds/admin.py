@@ -3,6 +3,8 @@ columns are never shown, and forms take a new value without displaying the old o
 
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html_join
 
 from builds.models import (
     Build,
@@ -168,8 +170,30 @@ class LogLineAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["received_on", "repo_connection", "event", "delivery_id", "response_code", "outcome", "reason"]
+    list_display = [
+        "received_on",
+        "repo_connection",
+        "event",
+        "delivery_id",
+        "response_code",
+        "outcome",
+        "reason",
+        "builds_created",
+    ]
     list_filter = ["provider", "outcome", "response_code"]
     search_fields = ["delivery_id", "repo_connection__repo_name", "reason"]
     list_select_related = ["repo_connection"]
     date_hierarchy = "received_on"
+    exclude = ["builds"]
+    readonly_fields = ["builds_created"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("builds")
+
+    @admin.display(description="Builds created")
+    def builds_created(self, obj: WebhookDelivery) -> str:
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("admin:builds_build_change", args=[b.pk]), b.build_uuid) for b in obj.builds.all()),
+        )

@@ -1,9 +1,11 @@
 """ASGI entry point for daphne: HTTP through Django, websockets through Channels with
 session authentication and an Origin check against ALLOWED_HOSTS."""
 
+import json
 import os
 
 from django.core.asgi import get_asgi_application
+from django.utils.http import parse_header_parameters
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildsite.settings")
 # Django must be set up before anything imports models (the consumers do).
@@ -15,9 +17,31 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from buildsite.routing import websocket_urlpatterns  # noqa: E402
 
+
+def refuse_unreadable_content_type(app):
+    """Django builds the request before any view runs, and a Content-Type it cannot
+    parse (an RFC 2231 parameter in an unknown charset) raises there: a 500 for any
+    URL. Such a request gets a 400 with a reason instead."""
+
+    async def checked(scope, receive, send) -> None:
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-type":
+                try:
+                    parse_header_parameters(value.decode("latin-1"))
+                except ValueError:
+                    body = json.dumps({"reason": "The Content-Type header cannot be read."}).encode()
+                    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                    await send({"type": "http.response.start", "status": 400, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await app(scope, receive, send)
+
+    return checked
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": refuse_unreadable_content_type(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

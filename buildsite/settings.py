@@ -128,6 +128,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# BUILDSITE_DB_POOL=N keeps up to N PostgreSQL connections in a pool. Set it for the
+# web process (daphne) only: daphne runs every request in a new thread, so without a
+# pool each request opens a connection (about 10 ms); the q2 cluster forks its
+# workers, and a pool does not survive a fork.
+BUILDSITE_DB_POOL = env_int("BUILDSITE_DB_POOL", 0)
+if BUILDSITE_DB_POOL and IS_POSTGRES:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": BUILDSITE_DB_POOL}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

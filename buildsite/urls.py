@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from builds import receivers
 from buildsite import health
 from buildsite.metrics import metrics_view
 
@@ -11,6 +12,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("webhooks/<str:connection_uuid>", receivers.webhook, name="webhook"),
+    path("client/v4/workers/builds/deploy_hooks/<str:hook_id>", receivers.deploy_hook, name="deploy-hook"),
     path("admin/", admin.site.urls),
     path("client/v4/", include("builds.api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

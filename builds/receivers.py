@@ -1,0 +1,71 @@
+"""The two URLs outside systems POST to: a repository connection's webhook and a
+deploy hook. Each URL's secret part is its only credential, so neither uses
+sessions, CSRF tokens or API tokens. Every answer is JSON with a reason."""
+
+import re
+import uuid
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from builds import deploy_hooks, webhooks
+from builds.models import DeployHook, RepoConnection
+
+HOOK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@csrf_exempt
+def webhook(request: HttpRequest, connection_uuid: str) -> JsonResponse:
+    if request.method != "POST":
+        body = {"outcome": "rejected", "reason": "Webhooks are delivered with POST."}
+        return JsonResponse(body, status=405, headers={"Allow": "POST"})
+    try:
+        connection = RepoConnection.objects.get(uuid=uuid.UUID(connection_uuid))
+    except (ValueError, RepoConnection.DoesNotExist):
+        # Not recorded: there is no connection to record it against.
+        return JsonResponse({"outcome": "rejected", "reason": "No repository connection has this URL."}, status=404)
+    status, body = webhooks.receive(connection, request)
+    return JsonResponse(body, status=status)
+
+
+def envelope(status: int, *, result: dict | None = None, error: str = "", headers: dict | None = None) -> JsonResponse:
+    """The Cloudflare v4 response shape, as the deploy hook URL lives under /client/v4/."""
+    body = {
+        "success": not error,
+        "errors": [{"code": status, "message": error}] if error else [],
+        "messages": [],
+        "result": result,
+    }
+    return JsonResponse(body, status=status, headers=headers)
+
+
+@csrf_exempt
+def deploy_hook(request: HttpRequest, hook_id: str) -> JsonResponse:
+    if request.method != "POST":
+        return envelope(405, error="Trigger a deploy hook with POST.", headers={"Allow": "POST"})
+    hook = None
+    if HOOK_ID.fullmatch(hook_id):
+        hook = DeployHook.objects.select_related("trigger__worker", "trigger__repo_connection").filter(hook_id=hook_id)
+        hook = hook.first()
+    if hook is None:
+        return envelope(404, error="No deploy hook has this URL.")
+    try:
+        triggered = deploy_hooks.trigger(hook)
+    except deploy_hooks.RateLimited as limited:
+        return envelope(
+            429,
+            error=f"{limited.reason} Retry in {limited.retry_after} s.",
+            headers={"Retry-After": str(limited.retry_after)},
+        )
+    build = triggered.build
+    return envelope(
+        200 if triggered.already_exists else 202,
+        result={
+            "already_exists": triggered.already_exists,
+            "build_uuid": str(build.build_uuid),
+            "created_on": build.created_on.isoformat(),
+            "status": build.status,
+            "branch": build.branch,
+            "worker": build.worker.name,
+        },
+    )

@@ -1,0 +1,153 @@
+"""Which pushes start which builds: per trigger of a connection, branch rules and
+watch paths, skip markers in the head commit, and queuing the builds (superseding
+the same trigger's older queued builds of the branch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from builds import scheduler
+from builds.models import Build, BuildOutcome, BuildStatus, DeliveryOutcome, DeployHook, RepoConnection, Trigger
+
+if TYPE_CHECKING:
+    from builds.webhooks import PushEvent
+
+# Workers Builds' skip markers, matched anywhere in the head commit message,
+# ignoring case (so several of these spellings are the same marker).
+SKIP_MARKERS = (
+    "[skip ci]",
+    "[ci skip]",
+    "[no ci]",
+    "[skip actions]",
+    "[actions skip]",
+    "[CI Skip]",
+    "[CI-Skip]",
+    "[Skip CI]",
+    "[Skip-CI]",
+    "[CF-Pages-Skip]",
+)
+# A push this large may list only part of its changes, so watch paths cannot be
+# trusted to see them all: it builds regardless, as in Workers Builds.
+WATCH_PATHS_MAX_FILES = 3000
+WATCH_PATHS_MAX_COMMITS = 20
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a delivery did: its outcome, why, and the builds it queued."""
+
+    outcome: str
+    reason: str
+    builds: list[Build]
+
+
+def skip_marker(message: str) -> str | None:
+    """The first skip marker in the message, as written there."""
+    lowered = message.lower()
+    for marker in SKIP_MARKERS:
+        if (at := lowered.find(marker.lower())) >= 0:
+            return message[at : at + len(marker)]
+    return None
+
+
+def path_matches(path: str, pattern: str) -> bool:
+    """Watch path patterns are exact paths, or have `*` (any characters, `/`
+    included) at the start, the end, or both; a `*` elsewhere is literal."""
+    if len(pattern) > 1 and pattern.startswith("*") and pattern.endswith("*"):
+        return pattern[1:-1] in path
+    if pattern.startswith("*"):
+        return path.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return path.startswith(pattern[:-1])
+    return path == pattern
+
+
+def watches_change(trigger: Trigger, event: PushEvent) -> bool:
+    """Paths matching an exclude are dropped first; the push builds if any remaining
+    path matches an include. A push with no listed files (an empty push made to
+    force a build), or too many to trust, always builds."""
+    files = event.changed_files
+    if not files or len(files) >= WATCH_PATHS_MAX_FILES or event.commit_count >= WATCH_PATHS_MAX_COMMITS:
+        return True
+    includes = trigger.path_includes or ["*"]
+    excludes = trigger.path_excludes or []
+    remaining = (path for path in files if not any(path_matches(path, pattern) for pattern in excludes))
+    return any(path_matches(path, pattern) for path in remaining for pattern in includes)
+
+
+def queue_build(
+    trigger: Trigger,
+    *,
+    branch: str,
+    commit_hash: str,
+    source: str,
+    commit_message: str = "",
+    author: str = "",
+    pull_request: dict | None = None,
+    deploy_hook: DeployHook | None = None,
+) -> Build:
+    """A queued build of the trigger; the trigger's older builds of the same branch
+    still waiting in the queue are skipped, as this one builds newer code. Call
+    inside a transaction, and hand the build to scheduler.enqueue there."""
+    build = trigger.new_build(
+        branch=branch,
+        commit_hash=commit_hash,
+        commit_message=commit_message,
+        author=author,
+        source=source,
+        pull_request=pull_request,
+        deploy_hook=deploy_hook,
+    )
+    # Older by creation time: a concurrent delivery may commit a newer build that
+    # this transaction sees, and that one must survive. Usually there is none, so
+    # only ids are read; stop() moves each row by id and reloads it.
+    older = Build.objects.filter(
+        trigger=trigger, branch=branch, status=BuildStatus.QUEUED, created_on__lt=build.created_on
+    ).values_list("pk", flat=True)
+    for pk in older.order_by():
+        Build(pk=pk).stop(
+            BuildOutcome.SKIPPED, f"Superseded by build {build.build_uuid} of a newer commit of {branch}."
+        )
+    return build
+
+
+def start_builds(connection: RepoConnection, event: PushEvent) -> Result:
+    """Queues a build for every trigger of the connection that this push matches.
+    Call inside the transaction that records the delivery."""
+    if marker := skip_marker(event.commit_message):
+        return Result(DeliveryOutcome.SKIPPED, f"The head commit message contains {marker}: no build.", [])
+    # The reverse manager sets each trigger's repo_connection. Variables are not
+    # prefetched: for the one or two triggers a connection has, new_build's own
+    # query is cheaper than the prefetch machinery.
+    triggers = list(connection.triggers.select_related("worker"))
+    if not triggers:
+        return Result(DeliveryOutcome.IGNORED, "No trigger uses this repository connection.", [])
+    builds: list[Build] = []
+    unmatched: list[str] = []
+    unwatched: list[str] = []
+    for trigger in triggers:
+        if not trigger.builds_branch(event.branch):
+            unmatched.append(f"{trigger}: its branch rules exclude {event.branch}")
+        elif not watches_change(trigger, event):
+            unwatched.append(f"{trigger}: no changed file matches its watch paths")
+        else:
+            builds.append(
+                queue_build(
+                    trigger,
+                    branch=event.branch,
+                    commit_hash=event.commit_hash,
+                    source=event.source,
+                    commit_message=event.commit_message,
+                    author=event.author,
+                    pull_request=event.pull_request.as_dict() if event.pull_request else None,
+                )
+            )
+    not_built = "; ".join(unmatched + unwatched)
+    if builds:
+        scheduler.enqueue(builds)
+        names = ", ".join(str(build.trigger) for build in builds)
+        reason = f"Queued {len(builds)} build{'s' if len(builds) > 1 else ''}: {names}."
+        return Result(DeliveryOutcome.QUEUED, reason + (f" Not built: {not_built}." if not_built else ""), builds)
+    outcome = DeliveryOutcome.SKIPPED if unwatched else DeliveryOutcome.IGNORED
+    return Result(outcome, f"No build: {not_built}.", [])
