@@ -9,6 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from builds import deploy_hooks, webhooks
+from builds.api import envelope
 from builds.models import DeployHook, RepoConnection
 
 HOOK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -28,37 +29,32 @@ def webhook(request: HttpRequest, connection_uuid: str) -> JsonResponse:
     return JsonResponse(body, status=status)
 
 
-def envelope(status: int, *, result: dict | None = None, error: str = "", headers: dict | None = None) -> JsonResponse:
-    """The Cloudflare v4 response shape, as the deploy hook URL lives under /client/v4/."""
-    body = {
-        "success": not error,
-        "errors": [{"code": status, "message": error}] if error else [],
-        "messages": [],
-        "result": result,
-    }
-    return JsonResponse(body, status=status, headers=headers)
+def answer(status: int, *, result: dict | None = None, error: str = "", headers: dict | None = None) -> JsonResponse:
+    """In the API's envelope, as the deploy hook URL lives under /client/v4/."""
+    errors = [envelope.error(envelope.CODES.get(status, envelope.INVALID_REQUEST), error)] if error else None
+    return JsonResponse(envelope.envelope(result, errors=errors), status=status, headers=headers)
 
 
 @csrf_exempt
 def deploy_hook(request: HttpRequest, hook_id: str) -> JsonResponse:
     if request.method != "POST":
-        return envelope(405, error="Trigger a deploy hook with POST.", headers={"Allow": "POST"})
+        return answer(405, error="Trigger a deploy hook with POST.", headers={"Allow": "POST"})
     hook = None
     if HOOK_ID.fullmatch(hook_id):
         hook = DeployHook.objects.select_related("trigger__worker", "trigger__repo_connection").filter(hook_id=hook_id)
         hook = hook.first()
     if hook is None:
-        return envelope(404, error="No deploy hook has this URL.")
+        return answer(404, error="No deploy hook has this URL.")
     try:
         triggered = deploy_hooks.trigger(hook)
     except deploy_hooks.RateLimited as limited:
-        return envelope(
+        return answer(
             429,
             error=f"{limited.reason} Retry in {limited.retry_after} s.",
             headers={"Retry-After": str(limited.retry_after)},
         )
     build = triggered.build
-    return envelope(
+    return answer(
         200 if triggered.already_exists else 202,
         result={
             "already_exists": triggered.already_exists,

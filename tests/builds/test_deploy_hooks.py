@@ -83,9 +83,10 @@ def test_an_unknown_hook_is_404_and_saves_nothing(client, hook, hook_id):
     assert response.status_code == 404
     assert response.json() == {
         "success": False,
-        "errors": [{"code": 404, "message": "No deploy hook has this URL."}],
+        "errors": [{"code": 12000, "message": "No deploy hook has this URL."}],
         "messages": [],
         "result": None,
+        "result_info": None,
     }
     assert not Build.objects.exists()
     hook.refresh_from_db()
