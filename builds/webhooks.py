@@ -21,6 +21,8 @@ from django.utils.http import parse_header_parameters
 
 from builds import triggers
 from builds.models import BuildSource, DeliveryOutcome, Provider, RepoConnection, WebhookDelivery
+from buildsite import metrics
+from buildsite.structured_logging import bind
 
 log = logging.getLogger(__name__)
 
@@ -403,13 +405,18 @@ def receive(connection: RepoConnection, request: HttpRequest) -> tuple[int, dict
         event=text(header(request.headers, EVENT_HEADERS[provider]), 100),
         delivery_id=text(delivery_id_of(request.headers, provider), 200),
     )
-    try:
-        return accept(delivery, read(connection, request))
-    except DeliveryError as error:
-        return reject(delivery, error.status, error.reason)
-    except Exception:  # whatever arrives, the sender gets a reason, not a traceback
-        log.exception("Webhook delivery %r to connection %s failed", delivery.delivery_id, connection.uuid)
-        return reject(delivery, 503, "Buildsite failed to process this delivery (logged); redeliver it later.")
+    with bind(account_id=connection.account_id, delivery_id=delivery.delivery_id or None):
+        try:
+            status, body = accept(delivery, read(connection, request))
+        except DeliveryError as error:
+            status, body = reject(delivery, error.status, error.reason)
+        except Exception:  # whatever arrives, the sender gets a reason, not a traceback
+            log.exception("Webhook delivery %r to connection %s failed", delivery.delivery_id, connection.uuid)
+            status, body = reject(
+                delivery, 503, "Buildsite failed to process this delivery (logged); redeliver it later."
+            )
+    metrics.webhook_deliveries.labels(body["outcome"]).inc()
+    return status, body
 
 
 def accept(delivery: WebhookDelivery, event: PushEvent | Ignored) -> tuple[int, dict]:

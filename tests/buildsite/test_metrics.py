@@ -44,3 +44,19 @@ def test_metrics_are_restricted(client, settings, db):
     allowed = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token", **outside)
     assert allowed.status_code == 200 and b"buildsite_builds" in allowed.content
     assert client.get("/metrics").status_code == 200  # loopback is allowed by default
+
+
+def test_metrics_count_webhook_deliveries_by_outcome(client, account):
+    from tests.factories import make_connection
+
+    connection = make_connection(account)
+    before = sample(client, "buildsite_webhook_deliveries_total", outcome="rejected")
+    response = client.post(
+        f"/webhooks/{connection.uuid}",
+        data=b"{}",
+        content_type="application/json",
+        HTTP_X_GITHUB_EVENT="push",
+        HTTP_X_HUB_SIGNATURE_256="sha256=" + "0" * 64,
+    )
+    assert response.status_code == 401
+    assert sample(client, "buildsite_webhook_deliveries_total", outcome="rejected") == before + 1
