@@ -5,14 +5,19 @@ cursor later returns only lines stored since."""
 
 import base64
 import binascii
+import codecs
+import datetime
+import queue
+import threading
+import time
 from collections.abc import Iterable, Sequence
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from builds import events
-from builds.models import Build, LogLine
+from builds.models import Build, LogLine, LogStream
 
 DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 5000
@@ -64,10 +69,11 @@ def clean(text: str, secrets: Iterable[str] = ()) -> list[str]:
     return [text[i : i + MAX_LINE_CHARS] for i in range(0, len(text), MAX_LINE_CHARS)] or [""]
 
 
-def append(build: Build, entries: Sequence[tuple[str, str]], secrets: Iterable[str] = ()) -> list[LogLine]:
+def append(build: Build, entries: Sequence[tuple[str, str]], secrets: Iterable[str] = ()) -> list[dict]:
     """Store (stream, text) entries as the build's next lines and publish them after
-    commit. Safe from any process: sequence numbers are taken under the build row's
-    lock. Past BUILDSITE_LOG_MAX_BYTES lines are dropped and the log marked truncated."""
+    commit; returns the stored lines as line_payload dicts. Safe from any process:
+    sequence numbers are taken under the build row's lock. Past BUILDSITE_LOG_MAX_BYTES
+    lines are dropped and the log marked truncated."""
     secrets = tuple(secrets)
     pieces = [(stream, piece) for stream, text in entries for piece in clean(text, secrets)]
     if not pieces:
@@ -76,19 +82,141 @@ def append(build: Build, entries: Sequence[tuple[str, str]], secrets: Iterable[s
     with transaction.atomic():
         row = Build.objects.select_for_update().values("log_seq", "log_bytes", "log_truncated").get(pk=build.pk)
         seq, size, truncated = row["log_seq"], row["log_bytes"], row["log_truncated"]
-        lines = []
+        rows = []
         for stream, text in pieces:
             size += len(text.encode()) + 1
             if size > settings.BUILDSITE_LOG_MAX_BYTES:
                 truncated = True
                 break
             seq += 1
-            lines.append(LogLine(build_id=build.pk, seq=seq, timestamp=now, stream=stream, text=text))
-        LogLine.objects.bulk_create(lines)
+            rows.append((seq, stream, text))
+        insert_lines(build.pk, now, rows)
         Build.objects.filter(pk=build.pk).update(
             log_seq=seq, log_bytes=min(size, settings.BUILDSITE_LOG_MAX_BYTES), log_truncated=truncated
         )
-        payloads = [line_payload(line) for line in lines]
+        ts = now.timestamp()
+        payloads = [{"seq": seq, "ts": ts, "stream": stream, "text": text} for seq, stream, text in rows]
         if payloads:
             transaction.on_commit(lambda: events.log_batch(build.build_uuid, payloads))
-    return lines
+    return payloads
+
+
+def insert_lines(build_id: int, timestamp: datetime.datetime, rows: list[tuple[int, str, str]]) -> None:
+    """Rows of (seq, stream, text). PostgreSQL gets them through COPY, several times
+    faster than an INSERT of model instances, which matters for builds that print
+    hundreds of thousands of lines."""
+    if connection.vendor != "postgresql":
+        LogLine.objects.bulk_create(
+            LogLine(build_id=build_id, seq=seq, timestamp=timestamp, stream=stream, text=text)
+            for seq, stream, text in rows
+        )
+        return
+    table = LogLine._meta.db_table
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} (build_id, seq, timestamp, stream, text) FROM STDIN") as copy,
+    ):
+        for seq, stream, text in rows:
+            copy.write_row((build_id, seq, timestamp, stream, text))
+
+
+# Stop waiting for more lines once output has been quiet this long: the burst is over,
+# and a person watching the log should not wait the full flush interval for it.
+QUIET_SECONDS = 0.02
+_END = object()
+
+
+def mask_values(secrets: Iterable[str]) -> list[str]:
+    """What to mask for these secret values: each value, and each long enough line of a
+    multi-line value (a private key, say), since a log is masked one line at a time."""
+    values = set()
+    for secret in secrets:
+        values.add(secret)
+        values.update(line.strip() for line in secret.splitlines() if len(line.strip()) >= 8)
+    return sorted(v for v in values if v)
+
+
+class LogPump:
+    """Feeds a build's output into append(). Bytes from each stream are decoded and
+    split into lines; lines are stored and published in batches, at least every
+    BUILDSITE_LOG_FLUSH_SECONDS or every BUILDSITE_LOG_FLUSH_LINES lines, whichever
+    comes first, by a thread of its own, so the reader never waits for the database
+    (until the bounded queue fills: then the build's output is slowed, not lost).
+
+    Use as a context manager; leaving it stores every line written, then raises if
+    storing failed."""
+
+    def __init__(self, build: Build, secrets: Iterable[str] = ()) -> None:
+        self.build = build
+        self.secrets = mask_values(secrets)
+        self._queue: queue.Queue = queue.Queue(maxsize=1000)
+        self._partial: dict[str, str] = {}
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}
+        self._thread = threading.Thread(target=self._run, name=f"log-pump-{build.build_uuid}", daemon=True)
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> "LogPump":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def write(self, stream: str, data: bytes) -> None:
+        """A chunk of a stream's output; a line may span chunks. One writer per stream."""
+        decoder = self._decoders.get(stream)
+        if decoder is None:
+            decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        *lines, rest = (self._partial.pop(stream, "") + decoder.decode(data)).split("\n")
+        if rest:
+            self._partial[stream] = rest
+        if lines:
+            self._queue.put([(stream, line.removesuffix("\r")) for line in lines])
+
+    def system(self, text: str) -> None:
+        """A line from Buildsite itself (phase announcements, outcome)."""
+        self._queue.put([(LogStream.SYSTEM, text)])
+
+    def end_of_output(self) -> None:
+        """A command ended: its last line counts even without a newline."""
+        for stream, decoder in self._decoders.items():
+            rest = self._partial.pop(stream, "") + decoder.decode(b"", final=True)
+            if rest:
+                self._queue.put([(stream, rest.removesuffix("\r"))])
+        self._decoders.clear()
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self.end_of_output()
+        self._queue.put(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            ended = False
+            while not ended:
+                item = self._queue.get()
+                if item is _END:
+                    break
+                batch = list(item)
+                deadline = time.monotonic() + settings.BUILDSITE_LOG_FLUSH_SECONDS
+                while len(batch) < settings.BUILDSITE_LOG_FLUSH_LINES:
+                    wait = min(QUIET_SECONDS, deadline - time.monotonic())
+                    try:
+                        item = self._queue.get(timeout=max(wait, 0))
+                    except queue.Empty:
+                        break
+                    if item is _END:
+                        ended = True
+                        break
+                    batch.extend(item)
+                if self._error is None:
+                    try:
+                        append(self.build, batch, self.secrets)
+                    except Exception as e:  # noqa: BLE001 - reported by close(); keep draining so writers never block
+                        self._error = e
+        finally:
+            connection.close()

@@ -2,6 +2,7 @@
 builds, their log lines, webhook deliveries and deploy hooks. Field names follow the
 Cloudflare Workers Builds API."""
 
+import datetime
 import fnmatch
 import re
 import secrets
@@ -367,6 +368,8 @@ class Build(models.Model):
 
     # Runtime bookkeeping of the Build Buddy.
     container_id = models.CharField(max_length=100, blank=True, default="")
+    # host:pid of the Build Buddy that claimed the build; empty until one did.
+    runner = models.CharField(max_length=200, blank=True, default="")
     heartbeat_on = models.DateTimeField(null=True, blank=True)
     phases = models.JSONField(default=list, blank=True, help_text="[{name, started_on, stopped_on, exit_code}]")
     # The last log sequence number handed out; taken under the row lock, so system
@@ -429,6 +432,31 @@ class Build(models.Model):
 
             transaction.on_commit(lambda: events.build_changed(self))
         return moved
+
+    @property
+    def deadline(self) -> datetime.datetime | None:
+        """When the build times out: its timeout counts from the moment it took a slot."""
+        if self.initializing_on is None:
+            return None
+        return self.initializing_on + datetime.timedelta(seconds=self.timeout_seconds)
+
+    def claim(self, runner: str) -> bool:
+        """A Build Buddy takes a dispatched build. Exactly one can: a task delivered
+        twice, or one for a build cancelled or reaped meanwhile, gets False and must not
+        run it."""
+        claimed = (
+            Build.objects.filter(pk=self.pk, status=BuildStatus.INITIALIZING, runner="").update(
+                runner=runner, heartbeat_on=timezone.now()
+            )
+            == 1
+        )
+        self.refresh_from_db()
+        return claimed
+
+    def beat(self) -> bool:
+        """The buddy's heartbeat; False once the build has stopped (cancelled, reaped),
+        which tells the buddy to stop working on it."""
+        return Build.objects.filter(pk=self.pk, status__in=ACTIVE_STATUSES).update(heartbeat_on=timezone.now()) == 1
 
     def stop(self, outcome: str, reason: str = "", **fields) -> bool:
         return self.transition(BuildStatus.STOPPED, outcome=outcome, reason=reason, **fields)

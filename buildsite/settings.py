@@ -171,6 +171,9 @@ BUILDSITE_EXECUTOR = env_str("BUILDSITE_EXECUTOR") or ("docker" if DATABASE_URL 
 BUILDSITE_CONTAINER_MEMORY = env_str("BUILDSITE_CONTAINER_MEMORY", "2g")
 BUILDSITE_CONTAINER_CPUS = float(env_str("BUILDSITE_CONTAINER_CPUS") or 2)
 BUILDSITE_CONTAINER_PIDS = env_int("BUILDSITE_CONTAINER_PIDS", 512)
+# Transports git may clone over (git's GIT_ALLOW_PROTOCOL). file:// would let a
+# tenant clone any repository on the build node, so production leaves it out.
+BUILDSITE_CLONE_PROTOCOLS = env_list("BUILDSITE_CLONE_PROTOCOLS", "https,ssh" if DATABASE_URL else "https,ssh,file")
 
 Q_CLUSTER = {
     "name": env_str("BUILDSITE_Q_NAME", "buildsite"),

@@ -66,3 +66,52 @@ def make_build(trigger: Trigger, *, branch: str = "main", source: str = BuildSou
         Build.objects.filter(pk=build.pk).update(**fields)
         build.refresh_from_db()
     return build
+
+
+def make_git_repo(path, files: dict[str, str], branch: str = "main") -> tuple[str, str]:
+    """A bare repository at path holding one commit of `files` on `branch`; returns
+    its file:// URL and the commit hash."""
+    import subprocess
+    from pathlib import Path
+
+    path = Path(path)
+    subprocess.run(["git", "init", "--quiet", "--bare", str(path)], check=True)
+    return f"file://{path}", commit_files(path, files, branch)
+
+
+def commit_files(bare_repo, files: dict[str, str], branch: str = "main", message: str = "Update") -> str:
+    """Push a commit of `files` (on top of the branch, if it exists) and return its hash."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    env = {
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "PATH": "/usr/bin:/bin",
+    }
+    with tempfile.TemporaryDirectory() as work:
+
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", "-C", work, *args], env=env, check=True, capture_output=True, text=True
+            ).stdout.strip()
+
+        git("init", "--quiet")
+        if git("ls-remote", str(bare_repo), f"refs/heads/{branch}"):
+            git("fetch", "--quiet", str(bare_repo), f"refs/heads/{branch}")
+            git("checkout", "--quiet", "-B", branch, "FETCH_HEAD")
+        else:
+            git("checkout", "--quiet", "-B", branch)
+        for name, content in files.items():
+            file = Path(work) / name
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(content)
+        git("add", "--all")
+        git("commit", "--quiet", "--allow-empty", "-m", message)
+        git("push", "--quiet", str(bare_repo), f"HEAD:refs/heads/{branch}")
+        return git("rev-parse", "HEAD")
