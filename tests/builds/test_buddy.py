@@ -2,17 +2,32 @@
 scheduler, and a real container (or a local process). Builds run through django-q2's
 sync mode, so the task runs in the test's thread through q2's own worker function."""
 
-import threading
+import socket
 import time
 
-import docker
 import pytest
-from django.db import connections
 
-from builds import scheduler, tasks
-from builds.executors.docker import container_name
+from builds import tasks
 from builds.models import Build, BuildOutcome, BuildStatus, EnvironmentVariable, LogLine
-from tests.factories import commit_files, make_connection, make_git_repo, make_trigger, make_worker
+from tests.builds.running import (
+    docker_container_exists,
+    in_thread,
+    log_of,
+    output_of,
+    queue_build,
+    run_queued,
+    system_lines,
+    wait_for,
+    wait_for_line,
+)
+from tests.factories import (
+    GitHttpServer,
+    commit_files,
+    make_connection,
+    make_git_repo,
+    make_trigger,
+    make_worker,
+)
 
 SCRIPT = """\
 echo "building $WORKERS_CI_BRANCH at $WORKERS_CI_COMMIT_SHA (CI=$CI, WORKERS_CI=$WORKERS_CI)"
@@ -49,51 +64,6 @@ def trigger(account, repo, build_settings):
     return trigger
 
 
-def queue_build(trigger, branch="main", commit_hash=""):
-    return trigger.new_build(branch=branch, commit_hash=commit_hash, source="push")
-
-
-def run_queued(build) -> Build:
-    """What happens when the transaction that queued the build commits."""
-    scheduler.dispatch({build.account_id})
-    build.refresh_from_db()
-    return build
-
-
-def log_of(build) -> list[tuple[str, str]]:
-    return list(LogLine.objects.filter(build=build).order_by("seq").values_list("stream", "text"))
-
-
-def output_of(build) -> list[tuple[str, str]]:
-    return [(stream, text) for stream, text in log_of(build) if stream != "system"]
-
-
-def system_lines(build) -> str:
-    return "\n".join(text for stream, text in log_of(build) if stream == "system")
-
-
-def wait_for(condition, timeout: float = 20, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
-def in_thread(target, *args) -> threading.Thread:
-    def run() -> None:
-        try:
-            target(*args)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_queued_build_runs_and_succeeds_with_its_output_in_order(trigger, repo, q_sync, build_settings, executor):
@@ -118,7 +88,6 @@ def test_a_queued_build_runs_and_succeeds_with_its_output_in_order(trigger, repo
     assert "Deploy command finished in" in lines and "Build succeeded in" in lines
     seqs = list(LogLine.objects.filter(build=build).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
-
 
 
 @pytest.mark.docker
@@ -212,3 +181,144 @@ def test_a_build_is_run_once_and_never_when_it_is_no_longer_waiting(trigger, q_s
     cancelled = run_queued(cancelled)
     assert (cancelled.build_outcome, cancelled.reason, cancelled.runner) == ("cancelled", "Cancelled by alice", "")
     assert cancelled.initializing_on is None and not cancelled.log_lines.exists()
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_a_clone_credential_never_shows_in_argv_git_config_or_the_log(account, tmp_path, q_sync, build_settings):
+    make_git_repo(tmp_path / "private.git", {"build.sh": "echo private build"})
+    with GitHttpServer(tmp_path, "x-access-token", "ghp_t0ken-for-cloning") as server:
+        connection = make_connection(account, clone_url=server.url("private.git"))
+        connection.set_clone_credential("ghp_t0ken-for-cloning")
+        connection.save()
+        trigger = make_trigger(
+            make_worker(account, "private"),
+            connection,
+            build_command="sh build.sh; cat .git/config",
+            deploy_command="true",
+        )
+        build = run_queued(queue_build(trigger))
+
+    assert build.build_outcome == BuildOutcome.SUCCESS, build.reason
+    assert server.expected in server.authorizations
+    assert not server.password_in_argv
+    output = [text for _, text in output_of(build)]
+    assert output[0] == "private build"
+    config = "\n".join(output[1:]).lower()
+    assert f"url = {server.url('private.git')}" in config
+    # Masking would show *** if the credential were in .git/config; it is not there at all.
+    assert "***" not in config and "extraheader" not in config and "ghp_" not in config
+    basic = server.expected.split()[1]
+    assert not LogLine.objects.filter(text__contains="t0ken").exists()
+    assert not LogLine.objects.filter(text__contains=basic).exists()
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_a_rejected_credential_fails_the_clone_with_gits_error(account, tmp_path, q_sync, build_settings):
+    make_git_repo(tmp_path / "private.git", {"build.sh": "echo private build"})
+    with GitHttpServer(tmp_path, "x-access-token", "the-right-one") as server:
+        connection = make_connection(account, clone_url=server.url("private.git"))
+        connection.set_clone_credential("a-wrong-t0ken")
+        connection.save()
+        build = run_queued(queue_build(make_trigger(make_worker(account, "private"), connection)))
+
+    assert build.build_outcome == BuildOutcome.FAIL
+    # git's own words: the server refused the credential sent, and git may not prompt.
+    assert build.reason == (
+        f"Cloning the repository failed: fatal: could not read Username for '{server.url('')[:-1]}': "
+        "terminal prompts disabled"
+    )
+    assert server.authorizations and server.expected not in server.authorizations
+    assert not LogLine.objects.filter(text__contains="wrong-t0ken").exists()
+    assert "wrong-t0ken" not in build.reason
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("phase", ["build", "deploy"])
+def test_cancelling_a_running_build_kills_its_container_within_seconds(trigger, q_sync, build_settings, phase):
+    command = "echo started; sleep 30; echo never"
+    trigger.build_command = command if phase == "build" else "echo built"
+    trigger.deploy_command = command if phase == "deploy" else "echo deployed"
+    trigger.save()
+    build = queue_build(trigger)
+    buddy = in_thread(run_queued, build)
+    wait_for_line(build, "started")
+    assert docker_container_exists(build)
+
+    cancelled_at = time.monotonic()
+    assert Build.objects.get(pk=build.pk).cancel("Cancelled by alice")
+    buddy.join(timeout=5)
+    assert not buddy.is_alive()
+    assert time.monotonic() - cancelled_at < 5
+
+    build.refresh_from_db()
+    assert (build.status, build.build_outcome, build.reason) == ("stopped", "cancelled", "Cancelled by alice")
+    assert build.phases[-1]["name"] == phase
+    assert not LogLine.objects.filter(build=build, text="never").exists()
+    assert "Build cancelled after" in system_lines(build)
+    assert not docker_container_exists(build)
+    assert not any(build_settings.BUILDSITE_WORKSPACE_DIR.iterdir())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_build_while_it_clones_stops_git(account, build_settings, q_sync):
+    # A server that takes connections and never answers: git waits until it is killed.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/site.git"
+        trigger = make_trigger(make_worker(account, "slow"), make_connection(account, clone_url=url))
+        build = queue_build(trigger)
+        buddy = in_thread(run_queued, build)
+        wait_for(lambda: Build.objects.get(pk=build.pk).phases, message="the clone to start")
+
+        assert Build.objects.get(pk=build.pk).cancel("Cancelled by alice")
+        buddy.join(timeout=5)
+        assert not buddy.is_alive()
+
+    build.refresh_from_db()
+    assert (build.build_outcome, build.status, build.running_on) == ("cancelled", "stopped", None)
+    assert [phase["name"] for phase in build.phases] == ["clone"]
+    assert not any(build_settings.BUILDSITE_WORKSPACE_DIR.iterdir())
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_a_build_past_its_timeout_is_terminated(trigger, q_sync, build_settings):
+    trigger.build_timeout_seconds = 3
+    trigger.build_command = "echo started; sleep 30; echo never"
+    trigger.save()
+    started = time.monotonic()
+    build = run_queued(queue_build(trigger))
+
+    assert time.monotonic() - started < 8
+    assert (build.build_outcome, build.reason, build.exit_code) == ("terminated", "Build was timed out", None)
+    assert (build.stopped_on - build.initializing_on).total_seconds() < 5
+    assert [text for _, text in output_of(build)] == ["started"]
+    assert "Build terminated after" in system_lines(build)
+    assert not docker_container_exists(build)
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_running_out_of_memory_has_its_own_reason(trigger, q_sync, build_settings):
+    build_settings.BUILDSITE_CONTAINER_MEMORY = "32m"
+    # tail keeps its whole input in memory when it cannot see its end.
+    trigger.build_command = "head -c 200000000 /dev/zero | tail -c 100000000 > /dev/null"
+    trigger.save()
+    build = run_queued(queue_build(trigger))
+
+    assert (build.build_outcome, build.reason) == ("fail", "Build ran out of memory (limit 32m)")
+    assert build.exit_code == 137
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_hitting_the_process_limit_has_its_own_reason(trigger, q_sync, build_settings):
+    build_settings.BUILDSITE_CONTAINER_PIDS = 12
+    trigger.build_command = "for i in $(seq 30); do sleep 5 > /dev/null 2>&1 & done; wait"
+    trigger.save()
+    build = run_queued(queue_build(trigger))
+
+    assert (build.build_outcome, build.reason) == ("fail", "Build hit the limit of 12 processes")
+    assert build.exit_code != 0
