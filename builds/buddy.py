@@ -51,10 +51,13 @@ def run(build_uuid: str) -> str:
         log.info("build %s is not waiting for a buddy; not running it", build_uuid)
         return "not run"
     try:
-        BuildTask(build).run()
-    finally:
-        # The slot is free: the account's next queued build starts now, not at the sweep.
+        task = BuildTask(build)
+    except Exception:  # its secrets could not be read (a lost encryption key, say)
+        log.exception("could not prepare build %s", build_uuid)
+        build.stop(BuildOutcome.TERMINATED, InternalError("its secrets could not be read").message)
         scheduler.dispatch({build.account_id})
+        return build.build_outcome
+    task.run()
     build.refresh_from_db()
     return build.build_outcome
 
@@ -127,6 +130,8 @@ class Watch:
                         self._end()
                 except Exception:  # noqa: BLE001 - keep watching; a dead heartbeat is the reaper's cue
                     log.warning("watch of build %s failed", self.build.build_uuid, exc_info=True)
+                    # A fresh connection on the next tick, should this one be broken.
+                    connection.close()
         finally:
             connection.close()
 
@@ -145,29 +150,38 @@ class BuildTask:
         error: BuildError | None = None
         stopped = False
         with self.watch:
-            try:
-                with self.pump:
-                    try:
-                        self.steps()
-                    except Stopped:
-                        stopped = True
-                    except BuildError as e:
-                        error = e
-                    except Exception as e:  # the one handler: every failure ends the build with a reason
-                        log.exception("build %s failed in Buildsite", build.build_uuid)
-                        error = InternalError(f"an unexpected error ({type(e).__name__})")
-                    self.pump.system(self.summary(stopped, error))
-            except Exception:  # storing the log failed; the build still gets its outcome
-                log.exception("could not store the log of build %s", build.build_uuid)
-                error = error or InternalError("its log could not be stored")
-        # Stopped only once every line is stored, so whoever sees the build stopped
-        # can read its whole log.
-        if stopped:
-            return
+            # The workspace and the sandbox, removed last: the build's outcome does not
+            # wait for the clean-up.
+            with contextlib.ExitStack() as environment:
+                try:
+                    with self.pump:
+                        try:
+                            self.steps(environment)
+                        except Stopped:
+                            stopped = True
+                        except BuildError as e:
+                            error = e
+                        except Exception as e:  # the one handler: every failure ends the build with a reason
+                            log.exception("build %s failed in Buildsite", build.build_uuid)
+                            error = InternalError(f"an unexpected error ({type(e).__name__})")
+                        self.pump.system(self.summary(stopped, error))
+                except Exception:  # storing the log failed; the build still gets its outcome
+                    log.exception("could not store the log of build %s", build.build_uuid)
+                    error = error or InternalError("its log could not be stored")
+                # Stopped only once every line is stored, so whoever sees the build
+                # stopped can read its whole log.
+                if not stopped:
+                    self.stop(error)
+                # The slot is free (here, or when the build was cancelled): the
+                # account's next queued build starts now, not at the next sweep.
+                scheduler.dispatch({build.account_id})
+
+    def stop(self, error: BuildError | None) -> None:
         if error is None:
-            build.stop(BuildOutcome.SUCCESS)
+            self.build.stop(BuildOutcome.SUCCESS)
         else:
-            build.stop(error.outcome, logs.clean(error.message, self.pump.secrets)[0], exit_code=error.exit_code)
+            reason = logs.clean(error.message, self.pump.secrets)[0]
+            self.build.stop(error.outcome, reason, exit_code=error.exit_code)
 
     def summary(self, stopped: bool, error: BuildError | None) -> str:
         took = f"{time.monotonic() - self.started:.1f} s"
@@ -181,19 +195,20 @@ class BuildTask:
 
     # The steps.
 
-    def steps(self) -> None:
+    def steps(self, environment: contextlib.ExitStack) -> None:
         build = self.build
         self.pump.system(f"Build {build.build_uuid} of {build.repo_name or build.clone_url} on {socket.gethostname()}")
-        with executors.workspace(str(build.build_uuid)) as workspace:
-            commit = self.clone(workspace)
-            executor = executors.get_executor()
-            with executor.environment(build, workspace, self.environment(commit)) as sandbox:
-                self.pump.system(sandbox.description)
-                if not build.transition(BuildStatus.RUNNING, container_id=sandbox.container_id):
-                    raise Stopped
-                workdir = posixpath.join(sandbox.home, "repo", self.root_directory(workspace))
-                self.command(sandbox, workdir, "build", "Build command", build.build_command)
-                self.command(sandbox, workdir, "deploy", "Deploy command", build.deploy_command)
+        workspace = environment.enter_context(executors.workspace(str(build.build_uuid)))
+        commit = self.clone(workspace)
+        root = self.root_directory(workspace)
+        executor = executors.get_executor()
+        sandbox = environment.enter_context(executor.environment(build, workspace, self.environment(commit)))
+        self.pump.system(sandbox.description)
+        if not build.transition(BuildStatus.RUNNING, container_id=sandbox.container_id):
+            raise Stopped
+        workdir = posixpath.join(sandbox.home, "repo", root)
+        self.command(sandbox, workdir, "build", "Build command", build.build_command)
+        self.command(sandbox, workdir, "deploy", "Deploy command", build.deploy_command)
 
     @contextlib.contextmanager
     def phase(self, name: str, label: str, announcement: str) -> Iterator[dict]:

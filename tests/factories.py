@@ -75,7 +75,7 @@ def make_git_repo(path, files: dict[str, str], branch: str = "main") -> tuple[st
     from pathlib import Path
 
     path = Path(path)
-    subprocess.run(["git", "init", "--quiet", "--bare", str(path)], check=True)
+    subprocess.run(["git", "init", "--quiet", "--bare", f"--initial-branch={branch}", str(path)], check=True)
     return f"file://{path}", commit_files(path, files, branch)
 
 

@@ -83,6 +83,19 @@ def get_executor() -> Executor:
     return _resolve(settings.BUILDSITE_EXECUTOR)
 
 
+def describe() -> str:
+    """The executor this process resolved, in words, for whoever starts Buildsite."""
+    executor = get_executor()
+    chosen = f"{executor.name} (BUILDSITE_EXECUTOR={settings.BUILDSITE_EXECUTOR})"
+    if executor.name == "docker":
+        from builds.executors.docker import engine_answers
+
+        return chosen if engine_answers() else f"{chosen}, but NO DOCKER ENGINE ANSWERS: builds will fail"
+    if executor.sandboxed:
+        return f"{chosen}, inside bubblewrap"
+    return f"{chosen}, UNSANDBOXED: install bubblewrap"
+
+
 def kill_build(build) -> None:
     """Kill the build's container or process, wherever it runs. Best effort: the build
     is stopped in the database already, and its buddy, which checks every second,

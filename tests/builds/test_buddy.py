@@ -322,3 +322,17 @@ def test_hitting_the_process_limit_has_its_own_reason(trigger, q_sync, build_set
 
     assert (build.build_outcome, build.reason) == ("fail", "Build hit the limit of 12 processes")
     assert build.exit_code != 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_secret_that_cannot_be_decrypted_ends_the_build_with_our_error(trigger, q_sync):
+    secret = EnvironmentVariable(trigger=trigger, name="API_TOKEN")
+    secret.set_value("tok-5ecret-value", is_secret=True)
+    secret.save()
+    # As after the encryption key was lost or rotated away.
+    EnvironmentVariable.objects.filter(pk=secret.pk).update(value_encrypted="gAAAAA-not-a-fernet-token")
+    build = run_queued(queue_build(trigger))
+
+    assert (build.status, build.build_outcome) == (BuildStatus.STOPPED, BuildOutcome.TERMINATED)
+    assert build.reason == "Buildsite could not run this build: its secrets could not be read"
+    assert build.runner and build.running_on is None

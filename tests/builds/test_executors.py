@@ -131,11 +131,24 @@ def test_the_executor_is_resolved_from_settings(settings, monkeypatch, tmp_path)
         executors._resolve.cache_clear()
 
 
+def test_serve_says_which_executor_runs_builds(settings, monkeypatch):
+    settings.BUILDSITE_EXECUTOR = "local"
+    executors._resolve.cache_clear()
+    try:
+        monkeypatch.setattr(local.shutil, "which", lambda name: "/usr/bin/bwrap")
+        assert executors.describe() == "local (BUILDSITE_EXECUTOR=local), inside bubblewrap"
+        executors._resolve.cache_clear()
+        monkeypatch.setattr(local.shutil, "which", lambda name: None)
+        assert executors.describe() == "local (BUILDSITE_EXECUTOR=local), UNSANDBOXED: install bubblewrap"
+    finally:
+        executors._resolve.cache_clear()
+
+
 @pytest.mark.docker
-def test_auto_finds_the_docker_engine_here(settings):
+def test_serve_names_the_docker_engine_when_it_answers(settings):
     settings.BUILDSITE_EXECUTOR = "auto"
     executors._resolve.cache_clear()
     try:
-        assert executors.get_executor().name == "docker"
+        assert executors.describe() == "docker (BUILDSITE_EXECUTOR=auto)"
     finally:
         executors._resolve.cache_clear()
