@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import connection
@@ -327,7 +327,7 @@ def clone_credential(build: Build) -> tuple[str, str]:
     parts = urlsplit(build.clone_url)
     credential = ""
     if parts.username or parts.password:
-        credential = f"{parts.username or ''}:{parts.password or ''}"
+        credential = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
         parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
     token = build.trigger.repo_connection.clone_credential() if build.trigger else ""
     if token:
