@@ -124,7 +124,11 @@ def remove_leftovers() -> int:
     active (their buddy died, or was killed with its worker process)."""
     # Listed before the active builds are read: a build that becomes active after this
     # read cannot have left anything yet, so nothing of a live build is removed.
-    found = valid_uuids(executors.leftovers())
+    try:
+        found = valid_uuids(executors.leftovers())
+    except Exception:  # an engine that is down must not stop the sweep from dispatching
+        log.exception("could not list what builds left on this node")
+        return 0
     active = {
         str(build_uuid)
         for build_uuid in Build.objects.filter(build_uuid__in=found, status__in=ACTIVE_STATUSES).values_list(

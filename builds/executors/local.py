@@ -147,8 +147,10 @@ class LocalExecutor:
 
 
 def build_processes() -> dict[str, list[int]]:
-    """Pids of this machine's build processes, by build, from their environment."""
+    """Pids of this machine's build processes, by build, from their environment. When
+    Buildsite itself runs inside a build (its own CI), that build is not one of ours."""
     marker = f"{BUILD_UUID_VARIABLE}=".encode()
+    ours = os.environ.get(BUILD_UUID_VARIABLE)
     found: dict[str, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -159,6 +161,8 @@ def build_processes() -> dict[str, list[int]]:
             continue
         for variable in environ.split(b"\0"):
             if variable.startswith(marker):
-                found.setdefault(variable[len(marker) :].decode(errors="replace"), []).append(int(entry.name))
+                build_uuid = variable[len(marker) :].decode(errors="replace")
+                if build_uuid != ours:
+                    found.setdefault(build_uuid, []).append(int(entry.name))
                 break
     return found
