@@ -3,6 +3,7 @@ builds, their log lines, webhook deliveries and deploy hooks. Field names follow
 Cloudflare Workers Builds API."""
 
 import copy
+import datetime
 import fnmatch
 import re
 import secrets
@@ -79,15 +80,23 @@ def validate_branch_name(name: str) -> None:
         raise ValidationError("Not a valid git branch name.")
 
 
+# URL forms of each transport git may be allowed (BUILDSITE_CLONE_PROTOCOLS); git's
+# others (ext::, fd::) run commands, and file:/// reads the build host's disk.
+CLONE_URL_FORMS = {
+    "https": (r"https://", "https://"),
+    "http": (r"http://", "http://"),
+    "ssh": (r"ssh://|\w[\w.-]*@[\w.-]+:", "ssh://, user@host:"),
+    "file": (r"file:///", "file:///"),
+}
+
+
 def validate_clone_url(url: str) -> None:
-    """Only transports a build should use: https, http, ssh (URL or scp-like), and
-    file:/// where BUILDSITE_ALLOW_FILE_REPOS allows it, since a local path reads the
-    build host's disk. Git's other transports (ext::, fd::) run commands."""
-    schemes = r"https?://|ssh://|\w[\w.-]*@[\w.-]+:" + (r"|file:///" if settings.BUILDSITE_ALLOW_FILE_REPOS else "")
+    """Only URLs of the transports the buddy lets git use (the same setting)."""
+    forms = [CLONE_URL_FORMS[p] for p in settings.BUILDSITE_CLONE_PROTOCOLS if p in CLONE_URL_FORMS]
+    schemes = "|".join(pattern for pattern, _ in forms) or "(?!)"
     # Nothing may start with "-": git would read it as an option (an ssh host included).
     if not re.match(rf"^(?:{schemes})(?!-)\S+$", url):
-        local = " or file:///" if settings.BUILDSITE_ALLOW_FILE_REPOS else ""
-        raise ValidationError(f"Use an https://, http://, ssh://, user@host:{local} URL.")
+        raise ValidationError(f"Use a URL of an allowed transport: {', '.join(label for _, label in forms)}.")
 
 
 class Provider(models.TextChoices):
@@ -398,6 +407,8 @@ class Build(models.Model):
 
     # Runtime bookkeeping of the Build Buddy.
     container_id = models.CharField(max_length=100, blank=True, default="")
+    # host:pid of the Build Buddy that claimed the build; empty until one did.
+    runner = models.CharField(max_length=200, blank=True, default="")
     heartbeat_on = models.DateTimeField(null=True, blank=True)
     phases = models.JSONField(default=list, blank=True, help_text="[{name, started_on, stopped_on, exit_code}]")
     # The last log sequence number handed out; taken under the row lock, so system
@@ -464,6 +475,31 @@ class Build(models.Model):
             transaction.on_commit(lambda: (events.build_changed(moved_to), metrics.build_moved(moved_to)))
         return moved
 
+    @property
+    def deadline(self) -> datetime.datetime | None:
+        """When the build times out: its timeout counts from the moment it took a slot."""
+        if self.initializing_on is None:
+            return None
+        return self.initializing_on + datetime.timedelta(seconds=self.timeout_seconds)
+
+    def claim(self, runner: str) -> bool:
+        """A Build Buddy takes a dispatched build. Exactly one can: a task delivered
+        twice, or one for a build cancelled or reaped meanwhile, gets False and must not
+        run it."""
+        claimed = (
+            Build.objects.filter(pk=self.pk, status=BuildStatus.INITIALIZING, runner="").update(
+                runner=runner, heartbeat_on=timezone.now()
+            )
+            == 1
+        )
+        self.refresh_from_db()
+        return claimed
+
+    def beat(self) -> bool:
+        """The buddy's heartbeat; False once the build has stopped (cancelled, reaped),
+        which tells the buddy to stop working on it."""
+        return Build.objects.filter(pk=self.pk, status__in=ACTIVE_STATUSES).update(heartbeat_on=timezone.now()) == 1
+
     def stop(self, outcome: str, reason: str = "", **fields) -> bool:
         return self.transition(BuildStatus.STOPPED, outcome=outcome, reason=reason, **fields)
 
@@ -506,7 +542,14 @@ class LogLine(models.Model):
     """One line of a build's log. `seq` increases by one per line within a build, and
     is what cursors encode."""
 
-    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="log_lines")
+    # No database-level constraint and no index of its own, for the log's write rate:
+    # the constraint's per-row check tripled the cost of storing a line, and the
+    # unique (build, seq) index below serves every lookup by build. The one writer,
+    # logs.append, inserts only under a lock on the build's row; deleting a build
+    # deletes its lines through the ORM's cascade.
+    build = models.ForeignKey(
+        Build, on_delete=models.CASCADE, related_name="log_lines", db_constraint=False, db_index=False
+    )
     seq = models.PositiveIntegerField()
     timestamp = models.DateTimeField()
     stream = models.CharField(max_length=8, choices=LogStream.choices)

@@ -127,6 +127,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Tests use a file too, not the default shared in-memory database: builds write
+    # from several threads, which SQLite serialises with file locks and the busy
+    # timeout above, while a shared in-memory database fails them at once.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_db.sqlite3")}
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 # BUILDSITE_DB_POOL=N keeps up to N PostgreSQL connections in a pool. Set it for the
 # web process (daphne) only: daphne runs every request in a new thread, so without a
@@ -182,6 +186,9 @@ BUILDSITE_EXECUTOR = env_str("BUILDSITE_EXECUTOR") or ("docker" if DATABASE_URL 
 BUILDSITE_CONTAINER_MEMORY = env_str("BUILDSITE_CONTAINER_MEMORY", "2g")
 BUILDSITE_CONTAINER_CPUS = float(env_str("BUILDSITE_CONTAINER_CPUS") or 2)
 BUILDSITE_CONTAINER_PIDS = env_int("BUILDSITE_CONTAINER_PIDS", 512)
+# Transports git may clone over (git's GIT_ALLOW_PROTOCOL). file:// would let a
+# tenant clone any repository on the build node, so production leaves it out.
+BUILDSITE_CLONE_PROTOCOLS = env_list("BUILDSITE_CLONE_PROTOCOLS", "https,ssh" if DATABASE_URL else "https,ssh,file")
 
 Q_CLUSTER = {
     "name": env_str("BUILDSITE_Q_NAME", "buildsite"),
@@ -212,8 +219,6 @@ REST_FRAMEWORK = {
 # Requests per API token (or dashboard session) in DRF's "N/s|m|h|d" form; about the
 # 1200 per 5 minutes Cloudflare allows. Counted in the cache above.
 BUILDSITE_API_RATE = env_str("BUILDSITE_API_RATE", "240/m")
-# file:/// clone URLs read the build host's disk: fine on a laptop, not for tenants.
-BUILDSITE_ALLOW_FILE_REPOS = env_bool("BUILDSITE_ALLOW_FILE_REPOS", not DATABASE_URL)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Buildsite API",
     "DESCRIPTION": (

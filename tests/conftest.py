@@ -95,3 +95,30 @@ def account(owner, member):
 @pytest.fixture
 def other_account(outsider):
     return make_account("Globex", owner=outsider)
+
+
+TEST_IMAGE = "buildsite/test-busybox:latest"
+
+
+@pytest.fixture
+def build_settings(settings, tmp_path):
+    """Settings for running real builds in tests: the busybox test image, small
+    container limits, a private workspace directory, file:// and http:// clones."""
+    settings.BUILDSITE_EXECUTOR = "docker"
+    settings.BUILDSITE_DEFAULT_IMAGE = TEST_IMAGE
+    settings.BUILDSITE_WORKSPACE_DIR = tmp_path / "workspaces"
+    settings.BUILDSITE_CLONE_PROTOCOLS = ["file", "http"]
+    settings.BUILDSITE_CONTAINER_MEMORY = "256m"
+    settings.BUILDSITE_CONTAINER_CPUS = 1.0
+    settings.BUILDSITE_CONTAINER_PIDS = 64
+    settings.BUILDSITE_HEARTBEAT_SECONDS = 1
+    return settings
+
+
+@pytest.fixture
+def q_sync(monkeypatch):
+    """django-q2's own test mode: async_task runs the task at once, in the calling
+    thread, through q2's real worker function."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)

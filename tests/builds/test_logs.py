@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 from django.db import connections
@@ -79,3 +80,63 @@ def test_writers_in_parallel_never_collide(account):
     rows = stored(build)
     assert [seq for seq, _, _ in rows] == list(range(1, 41))
     assert sorted(text for _, _, text in rows) == sorted(f"{n}{i}" for n in "ab" for i in range(20))
+
+
+def stored_text(build) -> list[tuple[str, str]]:
+    return [(stream, text) for _, stream, text in stored(build)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pump_splits_output_into_lines_and_masks_secrets_across_chunks(account):
+    build = make_build(make_trigger(make_worker(account, "pump")))
+    with logs.LogPump(build, secrets=["secret-token"]) as pump:
+        for chunk in (b"hel", b"lo wor", b"ld\r\nthe secr", b"et-token leaked\ncaf\xc3", b"\xa9\n"):
+            pump.write("stdout", chunk)
+        pump.write("stderr", b"oops\n")
+        pump.system("Build command finished in 0.1 s")
+        pump.write("stdout", b"no newline at the end")
+    assert stored_text(build) == [
+        ("stdout", "hello world"),
+        ("stdout", "the *** leaked"),
+        ("stdout", "café"),
+        ("stderr", "oops"),
+        ("system", "Build command finished in 0.1 s"),
+        ("stdout", "no newline at the end"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pump_stores_lines_while_the_output_goes_on(account):
+    build = make_build(make_trigger(make_worker(account, "live")))
+    with logs.LogPump(build) as pump:
+        pump.write("stdout", b"first\n")
+        # Stored (and published) while the build is still writing: live logs.
+        deadline = time.monotonic() + 5
+        while not LogLine.objects.filter(build=build).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stored_text(build) == [("stdout", "first")]
+        pump.write("stdout", b"second\n")
+    assert stored_text(build) == [("stdout", "first"), ("stdout", "second")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stored_lines_are_published_to_the_builds_group_in_their_batches(account):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from builds import events
+
+    build = make_build(make_trigger(make_worker(account, "published")))
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.build_group(build.build_uuid), channel)
+
+    logs.append(build, [("stdout", "one"), ("stderr", "two secret")], secrets=["secret"])
+    message = async_to_sync(layer.receive)(channel)
+
+    assert message["type"] == "build.logs" and message["build_uuid"] == str(build.build_uuid)
+    assert [(line["seq"], line["stream"], line["text"]) for line in message["lines"]] == [
+        (1, "stdout", "one"),
+        (2, "stderr", "two ***"),
+    ]
+    async_to_sync(layer.group_discard)(events.build_group(build.build_uuid), channel)

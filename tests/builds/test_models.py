@@ -213,7 +213,8 @@ def test_it_rejects_branch_names_git_rejects(name):
         "git@github.com:acme/site",
     ],
 )
-def test_it_accepts_clone_urls_of_safe_transports(url):
+def test_it_accepts_clone_urls_of_safe_transports(url, settings):
+    settings.BUILDSITE_CLONE_PROTOCOLS = ["https", "http", "ssh"]
     validate_clone_url(url)
 
 
@@ -231,6 +232,6 @@ def test_it_accepts_clone_urls_of_safe_transports(url):
     ],
 )
 def test_it_rejects_other_clone_urls(url, settings):
-    settings.BUILDSITE_ALLOW_FILE_REPOS = False
+    settings.BUILDSITE_CLONE_PROTOCOLS = ["https", "http", "ssh"]
     with pytest.raises(ValidationError):
         validate_clone_url(url)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.models import Account
+from builds import executors
 
 
 class Command(BaseCommand):
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         account = Account.objects.order_by("created_on").first()
         self.stdout.write(
             f"\nBuildsite is starting ({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
-            f"executor {settings.BUILDSITE_EXECUTOR}).\n"
+            f"builds run by {executors.describe()}).\n"
             f"  Dashboard: {base}/\n"
             f"  Admin:     {base}/admin/\n"
             f"  API base:  {base}/client/v4/accounts/{account.id if account else '<account_id>'}/builds/\n"

@@ -80,7 +80,7 @@ def test_each_required_field_is_named_when_missing(api):
 
 @pytest.mark.parametrize("allowed", [True, False])
 def test_local_repositories_are_allowed_only_where_configured(api, account, settings, allowed):
-    settings.BUILDSITE_ALLOW_FILE_REPOS = allowed
+    settings.BUILDSITE_CLONE_PROTOCOLS = ["https", "ssh", "file"] if allowed else ["https", "ssh"]
     response = api("PUT", "repos/connections", {**REPO, "clone_url": "file:///srv/git/www.git"})
     if allowed:
         assert ok(response)["clone_url"] == "file:///srv/git/www.git"

@@ -1,0 +1,201 @@
+"""The docker executor: one container per build, from the build's image, with the
+workspace bind-mounted as HOME. The container's own process is `sleep` until the
+build's deadline (so a container whose buddy died ends by itself); each phase runs
+in it through `docker exec`, with stdout and stderr kept apart by the Docker API.
+
+Hardening: every capability dropped, no-new-privileges, never privileged, no Docker
+socket or other host path but the workspace, memory (without swap), CPU and process
+limits from settings, and the buddy's own uid so every file written to the workspace
+is one the buddy can delete."""
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+from django.conf import settings
+from django.utils import timezone
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from builds.errors import InternalError, UserError
+from builds.executors import BUILD_HOME, Output
+
+log = logging.getLogger(__name__)
+
+BUILD_LABEL = "buildsite.build"
+# A container outlives the build's deadline by this much at most, should nobody
+# remove it: the buddy and the reaper normally do it long before.
+SLEEP_GRACE_SECONDS = 60
+
+
+def container_name(build_uuid: str) -> str:
+    return f"buildsite-build-{build_uuid}"
+
+
+def engine_answers() -> bool:
+    try:
+        docker.from_env(timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure means no usable engine
+        return False
+    return True
+
+
+class DockerSandbox:
+    home = BUILD_HOME
+
+    def __init__(self, client: docker.DockerClient, container, image: str) -> None:
+        self.client = client
+        self.container = container
+        self.container_id = container.id
+        self.description = (
+            f"Running the commands in a Docker container from {image} (memory {settings.BUILDSITE_CONTAINER_MEMORY}, "
+            f"{settings.BUILDSITE_CONTAINER_CPUS:g} CPUs, {settings.BUILDSITE_CONTAINER_PIDS} processes)."
+        )
+
+    def run(self, command: str, workdir: str, output: Output) -> int:
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(self.container.id, ["/bin/sh", "-c", command], workdir=workdir)["Id"]
+            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
+                if stdout:
+                    output("stdout", stdout)
+                if stderr:
+                    output("stderr", stderr)
+            code = api.exec_inspect(exec_id)["ExitCode"]
+        except DockerException as e:
+            raise InternalError(f"the Docker engine failed ({e})") from e
+        # No exit code: the container went away under the command, which was killed.
+        return 137 if code is None else code
+
+    def kill(self) -> None:
+        with contextlib.suppress(NotFound, APIError):
+            self.client.api.kill(self.container.id)
+
+    def limit_hit(self) -> str | None:
+        """After a failed command: whether the kernel killed it for memory, or refused
+        it processes. Read from the container's cgroup counters on this machine."""
+        try:
+            self.container.reload()
+        except DockerException:
+            return None
+        state = self.container.attrs["State"]
+        counts = cgroup_counts(state.get("Pid") or 0, self.container.id)
+        if counts["oom_kill"] or state.get("OOMKilled"):
+            return f"Build ran out of memory (limit {settings.BUILDSITE_CONTAINER_MEMORY})"
+        if counts["pids_max"]:
+            return f"Build hit the limit of {settings.BUILDSITE_CONTAINER_PIDS} processes"
+        return None
+
+
+def cgroup_counts(pid: int, container_id: str) -> dict[str, int]:
+    """OOM kills and refused forks in the cgroups of process `pid` (cgroup v1 or v2)."""
+    counts = {"oom_kill": 0, "pids_max": 0}
+    try:
+        membership = Path(f"/proc/{pid}/cgroup").read_text() if pid else ""
+    except OSError:
+        return counts
+    if container_id not in membership:
+        # Not this container's process (an engine on another machine, or pid reuse).
+        return counts
+    root = Path("/sys/fs/cgroup")
+    for line in membership.splitlines():
+        _, controllers, path = line.split(":", 2)
+        path = path.lstrip("/")
+        if controllers == "":
+            files = [(root / path / "memory.events", "oom_kill"), (root / path / "pids.events", "max")]
+        elif "memory" in controllers.split(","):
+            files = [(root / "memory" / path / "memory.oom_control", "oom_kill")]
+        elif "pids" in controllers.split(","):
+            files = [(root / "pids" / path / "pids.events", "max")]
+        else:
+            continue
+        for file, key in files:
+            with contextlib.suppress(OSError, ValueError):
+                for entry in file.read_text().splitlines():
+                    name, _, value = entry.partition(" ")
+                    if name == key:
+                        counts["oom_kill" if key == "oom_kill" else "pids_max"] += int(value)
+    return counts
+
+
+class DockerExecutor:
+    name = "docker"
+
+    def __init__(self) -> None:
+        self._client: docker.DockerClient | None = None
+        self._client_pid = 0
+
+    @property
+    def client(self) -> docker.DockerClient:
+        # One client per process: q2 forks its workers, and a forked copy of a
+        # connection pool would share sockets with its parent.
+        if self._client is None or self._client_pid != os.getpid():
+            try:
+                self._client = docker.from_env(timeout=60)
+            except DockerException as e:
+                raise InternalError(f"no Docker engine answers ({e})") from e
+            self._client_pid = os.getpid()
+        return self._client
+
+    @contextlib.contextmanager
+    def environment(self, build, workspace: Path, env: dict[str, str]) -> Iterator[DockerSandbox]:
+        client = self.client
+        image = build.build_image
+        try:
+            self.ensure_image(image)
+            deadline = build.deadline or timezone.now()
+            seconds = max(int((deadline - timezone.now()).total_seconds()), 0) + SLEEP_GRACE_SECONDS
+            container = client.containers.create(
+                image,
+                command=["sleep", str(seconds)],
+                name=container_name(str(build.build_uuid)),
+                labels={BUILD_LABEL: str(build.build_uuid), "buildsite.account": str(build.account_id)},
+                environment={**env, "HOME": BUILD_HOME},
+                user=f"{os.getuid()}:{os.getgid()}",
+                working_dir=BUILD_HOME,
+                volumes={str(workspace): {"bind": BUILD_HOME, "mode": "rw"}},
+                # tini as PID 1 reaps the orphans a build leaves, which would
+                # otherwise pile up as zombies against the process limit.
+                init=True,
+                mem_limit=settings.BUILDSITE_CONTAINER_MEMORY,
+                memswap_limit=settings.BUILDSITE_CONTAINER_MEMORY,
+                nano_cpus=int(settings.BUILDSITE_CONTAINER_CPUS * 1e9),
+                pids_limit=settings.BUILDSITE_CONTAINER_PIDS,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                privileged=False,
+            )
+        except DockerException as e:
+            raise InternalError(f"the Docker engine refused to create the build container ({e})") from e
+        try:
+            container.start()
+            yield DockerSandbox(client, container, image)
+        finally:
+            with contextlib.suppress(NotFound, APIError):
+                container.remove(force=True)
+
+    def ensure_image(self, image: str) -> None:
+        """Pull only an image this engine does not have."""
+        try:
+            self.client.images.get(image)
+            return
+        except ImageNotFound:
+            pass
+        try:
+            self.client.images.pull(image)
+        except DockerException as e:
+            raise UserError(f"The build image {image} is not on this node and could not be pulled: {e}") from e
+
+    def kill(self, build_uuid: str) -> None:
+        with contextlib.suppress(NotFound, APIError):
+            self.client.api.kill(container_name(build_uuid))
+
+    def remove(self, build_uuid: str) -> None:
+        with contextlib.suppress(NotFound, APIError):
+            self.client.api.remove_container(container_name(build_uuid), force=True)
+
+    def leftovers(self) -> set[str]:
+        containers = self.client.containers.list(all=True, filters={"label": BUILD_LABEL})
+        return {container.labels[BUILD_LABEL] for container in containers}

@@ -1,0 +1,69 @@
+"""Helpers for tests that run builds: queue one, run it as the scheduler would, read
+its log, wait for something to happen."""
+
+import threading
+import time
+
+import docker
+from django.db import connections
+
+from builds import scheduler
+from builds.executors.docker import container_name
+from builds.models import Build, LogLine
+
+
+def queue_build(trigger, branch="main", commit_hash=""):
+    return trigger.new_build(branch=branch, commit_hash=commit_hash, source="push")
+
+
+def run_queued(build) -> Build:
+    """What happens when the transaction that queued the build commits."""
+    scheduler.dispatch({build.account_id})
+    build.refresh_from_db()
+    return build
+
+
+def log_of(build) -> list[tuple[str, str]]:
+    return list(LogLine.objects.filter(build=build).order_by("seq").values_list("stream", "text"))
+
+
+def output_of(build) -> list[tuple[str, str]]:
+    return [(stream, text) for stream, text in log_of(build) if stream != "system"]
+
+
+def system_lines(build) -> str:
+    return "\n".join(text for stream, text in log_of(build) if stream == "system")
+
+
+def wait_for(condition, timeout: float = 20, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def in_thread(target, *args) -> threading.Thread:
+    def run() -> None:
+        try:
+            target(*args)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for_line(build, text: str) -> None:
+    wait_for(lambda: LogLine.objects.filter(build=build, text=text).exists(), message=f"{text!r} in the log")
+
+
+def docker_container_exists(build) -> bool:
+    try:
+        docker.from_env().containers.get(container_name(str(build.build_uuid)))
+    except docker.errors.NotFound:
+        return False
+    return True

@@ -1,0 +1,154 @@
+import os
+import threading
+import uuid
+
+import docker
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from builds import executors
+from builds.executors import local
+from builds.executors.docker import BUILD_LABEL, container_name
+from builds.executors.local import LocalExecutor, LocalSandbox
+from builds.models import Build, BuildOutcome, LogLine
+from tests.builds.running import in_thread, queue_build, run_queued, wait_for, wait_for_line
+from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
+
+
+@pytest.fixture
+def trigger(account, tmp_path, build_settings):
+    url, _ = make_git_repo(tmp_path / "site.git", {"README": "hello\n"})
+    return make_trigger(
+        make_worker(account, "site"),
+        make_connection(account, clone_url=url),
+        build_command="echo started; sleep 30",
+        deploy_command="true",
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_a_build_container_is_unprivileged_and_limited(trigger, q_sync, build_settings):
+    build = queue_build(trigger)
+    buddy = in_thread(run_queued, build)
+    wait_for_line(build, "started")
+    container = docker.from_env().containers.get(container_name(str(build.build_uuid)))
+    host = container.attrs["HostConfig"]
+    try:
+        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["Privileged"] is False
+        assert host["Memory"] == 256 * 1024 * 1024 and host["MemorySwap"] == host["Memory"]
+        assert host["NanoCpus"] == 1_000_000_000
+        assert host["PidsLimit"] == 64
+        assert host["Init"] is True
+        assert host["NetworkMode"] not in ("host", "none")
+        # The workspace and nothing else from the host: no Docker socket.
+        mounts = container.attrs["Mounts"]
+        assert [(m["Type"], m["Source"], m["Destination"], m["RW"]) for m in mounts] == [
+            ("bind", str(build_settings.BUILDSITE_WORKSPACE_DIR / str(build.build_uuid)), "/opt/buildhome", True)
+        ]
+        assert not any("docker.sock" in m["Source"] for m in mounts)
+        assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+        assert container.labels[BUILD_LABEL] == str(build.build_uuid)
+        assert Build.objects.get(pk=build.pk).container_id == container.id
+    finally:
+        Build.objects.get(pk=build.pk).cancel("Cancelled by the test")
+        buddy.join(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_local_sandbox_sees_the_workspace_but_not_the_hosts_data(trigger, q_sync, build_settings, settings):
+    if not LocalExecutor().sandboxed:
+        pytest.skip("bubblewrap is not installed")
+    build_settings.BUILDSITE_EXECUTOR = "local"
+    trigger.build_command = (
+        f"cat README; test -e {settings.DATA_DIR} && echo data visible || echo data hidden; "
+        "touch /usr/escape 2>/dev/null && echo usr writable || echo usr read-only; echo $HOME"
+    )
+    trigger.save()
+    build = run_queued(queue_build(trigger))
+
+    assert build.build_outcome == BuildOutcome.SUCCESS, build.reason
+    output = list(LogLine.objects.filter(build=build, stream="stdout").values_list("text", flat=True))
+    assert output[:4] == ["hello", "data hidden", "usr read-only", "/opt/buildhome"]
+    assert LogLine.objects.filter(build=build, text__contains="inside bubblewrap").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_bubblewrap_the_build_log_warns_loudly(trigger, q_sync, build_settings, monkeypatch):
+    build_settings.BUILDSITE_EXECUTOR = "local"
+    # As on a machine where bubblewrap is not installed.
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    executors._resolve.cache_clear()
+    trigger.build_command = "cat README; pwd"
+    trigger.save()
+    try:
+        build = run_queued(queue_build(trigger))
+    finally:
+        executors._resolve.cache_clear()
+
+    assert build.build_outcome == BuildOutcome.SUCCESS
+    assert LogLine.objects.filter(build=build, stream="system", text__startswith="WARNING: bubblewrap").exists()
+    output = list(LogLine.objects.filter(build=build, stream="stdout").values_list("text", flat=True))
+    assert output[0] == "hello"
+    assert output[1] == str(build_settings.BUILDSITE_WORKSPACE_DIR / str(build.build_uuid) / "repo")
+
+
+def test_local_build_processes_are_found_and_killed_by_build_id(tmp_path):
+    build_uuid = str(uuid.uuid4())
+    sandbox = LocalSandbox(tmp_path, {"WORKERS_CI_BUILD_UUID": build_uuid}, sandboxed=False)
+    result = {}
+    runner = threading.Thread(
+        target=lambda: result.update(code=sandbox.run("echo up; sleep 30", str(tmp_path), lambda s, d: None))
+    )
+    runner.start()
+    executor = LocalExecutor()
+    wait_for(lambda: build_uuid in executor.leftovers(), message="the build's processes")
+
+    executor.kill(build_uuid)
+    runner.join(timeout=5)
+    assert not runner.is_alive()
+    assert result["code"] == 137
+    assert build_uuid not in executor.leftovers()
+
+
+def test_the_executor_is_resolved_from_settings(settings, monkeypatch, tmp_path):
+    executors._resolve.cache_clear()
+    try:
+        settings.BUILDSITE_EXECUTOR = "local"
+        assert executors.get_executor().name == "local"
+        settings.BUILDSITE_EXECUTOR = "docker"
+        assert executors.get_executor().name == "docker"
+        # auto without an engine answering: local.
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+        settings.BUILDSITE_EXECUTOR = "auto"
+        assert executors.get_executor().name == "local"
+        settings.BUILDSITE_EXECUTOR = "podman"
+        with pytest.raises(ImproperlyConfigured):
+            executors.get_executor()
+    finally:
+        executors._resolve.cache_clear()
+
+
+def test_serve_says_which_executor_runs_builds(settings, monkeypatch):
+    settings.BUILDSITE_EXECUTOR = "local"
+    executors._resolve.cache_clear()
+    try:
+        monkeypatch.setattr(local.shutil, "which", lambda name: "/usr/bin/bwrap")
+        assert executors.describe() == "local (BUILDSITE_EXECUTOR=local), inside bubblewrap"
+        executors._resolve.cache_clear()
+        monkeypatch.setattr(local.shutil, "which", lambda name: None)
+        assert executors.describe() == "local (BUILDSITE_EXECUTOR=local), UNSANDBOXED: install bubblewrap"
+    finally:
+        executors._resolve.cache_clear()
+
+
+@pytest.mark.docker
+def test_serve_names_the_docker_engine_when_it_answers(settings):
+    settings.BUILDSITE_EXECUTOR = "auto"
+    executors._resolve.cache_clear()
+    try:
+        assert executors.describe() == "docker (BUILDSITE_EXECUTOR=auto)"
+    finally:
+        executors._resolve.cache_clear()
