@@ -13,6 +13,9 @@ from accounts.models import Role
 from tests.factories import add_member, make_account, make_user
 
 SERVICE_MARKERS = ("docker", "postgres", "redis")
+# Browser tests drive Debian's Chromium through Playwright's Python package.
+SERVICE_MARKERS += ("browser",)
+CHROMIUM = "/usr/bin/chromium"
 REQUIRED = {name.strip() for name in os.environ.get("BUILDSITE_REQUIRE", "").split(",") if name.strip()}
 _passed: Counter = Counter()
 
@@ -39,6 +42,14 @@ def service_problem(name: str) -> str | None:
             docker.from_env(timeout=5).ping()
         except Exception as e:  # noqa: BLE001 - any failure means no usable engine
             return f"no Docker engine answers: {e}"
+        return None
+    if name == "browser":
+        if not os.path.exists(CHROMIUM):
+            return f"{CHROMIUM} is missing (apt-get install chromium)"
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            return "the playwright package is not installed"
         return None
     raise ValueError(name)
 
