@@ -7,7 +7,7 @@ A = "accounts/<str:account_id>/"
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path(A + "members/", views.members, name="members"),
     path(A + "members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path(A + "members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
