@@ -256,3 +256,26 @@ def make_user_staff(username: str):
     user.is_staff = user.is_superuser = True
     user.save()
     return user
+
+
+async def test_sockets_watching_one_build_share_one_subscription_and_poll(account, member, owner, build, settings):
+    from builds.consumers import Watch
+
+    settings.BUILDSITE_LIVE_POLL_SECONDS = 0.05
+    group = events.build_group(build.build_uuid)
+    first = await connect(build_path(account.id, build), member)
+    second = await connect(build_path(account.id, build), owner)
+    watches = [watch for (_, name), watch in Watch.active.items() if name == group]
+    assert len(watches) == 1 and len(watches[0].consumers) == 2
+    await append(build, [("stdout", "live")])  # one message to the group reaches both
+    now = timezone.now()
+
+    def store_silently():
+        LogLine.objects.create(build=build, seq=2, timestamp=now, stream="stdout", text="no event")
+        Build.objects.filter(pk=build.pk).update(log_seq=2)
+
+    await sync_to_async(store_silently)()
+    for communicator in (first, second):
+        assert (await read_lines(communicator, 2))[0] == [1, 2]
+        await communicator.disconnect()
+    assert not [name for _, name in Watch.active if name == group]
