@@ -102,11 +102,18 @@ async def ws_messages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 
 async def watch(port: int, path: str, cookie: str, total: int, ready: asyncio.Event, deadline: float) -> dict:
-    try:
-        reader, writer = await ws_connect(port, path, cookie)
-    except (OSError, ConnectionError) as e:
-        ready.set()
-        return {"error": repr(e), "seqs": [], "lags": []}
+    # Like the dashboard's socket, a refused or dropped handshake is tried again later.
+    retries = 0
+    while True:
+        try:
+            reader, writer = await ws_connect(port, path, cookie)
+            break
+        except (OSError, ConnectionError) as e:
+            retries += 1
+            if retries > 5:
+                ready.set()
+                return {"error": repr(e), "seqs": [], "lags": [], "retries": retries}
+            await asyncio.sleep(0.5 * 2**retries)
     seqs: list[int] = []
     lags: list[float] = []
     try:
@@ -133,7 +140,7 @@ async def watch(port: int, path: str, cookie: str, total: int, ready: asyncio.Ev
                 break
     finally:
         writer.close()
-    return {"seqs": seqs, "lags": lags}
+    return {"seqs": seqs, "lags": lags, "retries": retries}
 
 
 def clients_process(port, path, cookie, clients, connect_rate, total, connected, results, timeout) -> None:
@@ -152,7 +159,7 @@ def clients_process(port, path, cookie, clients, connect_rate, total, connected,
         summary = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
-                summary.append({"error": repr(outcome), "seqs": [], "lags": []})
+                summary.append({"error": repr(outcome), "seqs": [], "lags": [], "retries": 0})
             else:
                 summary.append(outcome)
         results.put(summary)
@@ -315,7 +322,8 @@ def main() -> int:
     )
     print(
         f"  lines missing per client: max {max(missing)}, total {sum(missing)}; duplicated: {sum(duplicates)}; "
-        f"clients out of order: {out_of_order}; client errors: {len(errors)} {errors[:3]}"
+        f"clients out of order: {out_of_order}; handshakes retried: {sum(c['retries'] for c in summary)}; "
+        f"client errors: {len(errors)} {errors[:3]}"
     )
     if lags:
         print(

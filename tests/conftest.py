@@ -56,8 +56,15 @@ def service_problem(name: str) -> str | None:
 
 @pytest.fixture(autouse=True)
 def _require_services(request):
+    require_services(request.node)
+
+
+def require_services(node) -> None:
+    """Skip (or, where required, fail) what `node` marks as needing an absent service.
+    Module-scoped fixtures that start servers call it too: they run before this file's
+    per-test check."""
     for name in SERVICE_MARKERS:
-        if request.node.get_closest_marker(name) and (problem := service_problem(name)):
+        if node.get_closest_marker(name) and (problem := service_problem(name)):
             if name in REQUIRED:
                 pytest.fail(f"{name} is required (BUILDSITE_REQUIRE) but {problem}")
             pytest.skip(problem)

@@ -20,7 +20,7 @@ from django.test import Client
 
 from builds.models import Build, BuildOutcome, BuildStatus
 from tests.buddy_stand_in import ScriptedBuild
-from tests.conftest import CHROMIUM
+from tests.conftest import CHROMIUM, require_services
 from tests.factories import make_build, make_trigger, make_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -52,8 +52,9 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker, tmp_path_factory):
+def server(request, django_db_setup, django_db_blocker, tmp_path_factory):
     """daphne serving the app on a free port, on the test database and real Redis."""
+    require_services(request.node)
     with django_db_blocker.unblock():
         call_command("collectstatic", interactive=False, verbosity=0)
         url = database_url()
@@ -88,7 +89,8 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(request):
+    require_services(request.node)
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread, which Django's
