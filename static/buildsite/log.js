@@ -200,6 +200,9 @@
     }
 
     onScroll() {
+      // While the log fits in the box every position is "the bottom"; only a reader
+      // scrolling through a log taller than the box changes whether it follows.
+      if (this.body.scrollHeight <= this.body.clientHeight + 8) return;
       const atBottom = this.body.scrollHeight - this.body.scrollTop - this.body.clientHeight < 8;
       this.following = atBottom;
       this.followButton.hidden = atBottom;

@@ -4,6 +4,7 @@ Builds are driven by tests.buddy_stand_in.ScriptedBuild from a thread of this pr
 through the same functions the Build Buddy uses."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -206,20 +207,45 @@ def test_a_live_build_streams_in_order_and_resumes_after_a_dropped_socket(
     assert page.locator(".phase--success .phase-name").all_text_contents() == ["clone", "build", "deploy"]
 
 
-def test_cancel_from_the_page_stops_the_build(login, server, member, account, build):
-    producer = ScriptedBuild(build, script(400), batch=1, interval=0.1)
+def scroll_state(page) -> dict:
+    return page.eval_on_selector(
+        "[data-log-body]",
+        "(el) => ({top: el.scrollTop, bottom: el.scrollHeight - el.clientHeight})",
+    )
+
+
+def test_follow_pauses_on_scroll_up_a_line_links_and_cancel_stops_the_build(login, server, member, account, build):
+    producer = ScriptedBuild(build, script(1000), batch=5, interval=0.1)
     producer.start()
     assert producer.started_running.wait(10)
     page = login(member)
-    page.goto(f"{server}/accounts/{account.id}/builds/{build.build_uuid}/")
-    page.wait_for_selector("#L3")
+    # A link to a line highlights it and holds the view there while lines keep coming.
+    page.goto(f"{server}/accounts/{account.id}/builds/{build.build_uuid}/#L3")
+    page.wait_for_selector("#L3.target")
+    page.wait_for_selector("#L120")
+    assert scroll_state(page)["top"] < 100 and page.is_visible("[data-log-follow]")
+    # Follow jumps to the tail and stays there as lines arrive.
+    page.click("[data-log-follow]")
+    page.wait_for_selector("#L200")
+    state = scroll_state(page)
+    assert state["bottom"] - state["top"] < 10 and not page.is_visible("[data-log-follow]")
+    # Scrolling up pauses following.
+    page.eval_on_selector("[data-log-body]", "(el) => { el.scrollTop = 0; }")
+    page.wait_for_selector("[data-log-follow]", state="visible")
+    page.wait_for_selector("#L300")
+    assert scroll_state(page)["top"] == 0
+    # Timestamps are one click away.
+    assert not page.is_visible("#L1 .ln-ts")
+    page.check("[data-log-option='timestamps']")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", page.inner_text("#L1 .ln-ts"))
+
     page.click("[data-action='cancel']")
     page.wait_for_selector("#build-summary .status--cancelled")
     assert "Cancelled by bob." in page.locator("[data-reason]").inner_text()
     producer.finish()
     build.refresh_from_db()
     assert (build.status, build.build_outcome) == (BuildStatus.STOPPED, BuildOutcome.CANCELLED)
-    assert producer.written < 400
+    assert producer.written < 1000
 
 
 def test_the_worker_page_shows_new_builds_and_status_changes_live(login, server, member, account, build):
