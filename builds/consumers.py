@@ -15,6 +15,7 @@ it sent, drops lines at or below it, and when a batch starts past the next seq (
 went missing) reads the gap from the database."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -89,24 +90,29 @@ class Watch:
                     task.cancel()
 
     async def listen(self) -> None:
+        """Forward the group's messages to every socket's inbox. While the channel layer
+        is unreachable the poll alone serves the sockets; subscribing is retried."""
         layer = get_channel_layer()
-        try:
-            channel = await layer.new_channel()
-            await layer.group_add(self.group, channel)
-        except Exception:  # noqa: BLE001 - without the layer the poll still serves every socket
-            log.warning("cannot subscribe to %s; polling only", self.group, exc_info=True)
+        while True:
+            channel = None
+            try:
+                channel = await layer.new_channel()
+                await layer.group_add(self.group, channel)
+                self.subscribed.set()
+                while True:
+                    message = await layer.receive(channel)
+                    for consumer in self.consumers:
+                        consumer.inbox.put_nowait(message)
+                    if message["type"] == "build.logs" and message["lines"]:
+                        self.live_seq = max(self.live_seq, message["lines"][-1]["seq"])
+            except Exception:  # noqa: BLE001 - the database poll keeps every socket served
+                log.warning("channel layer unavailable for %s; polling only for now", self.group, exc_info=True)
+            finally:
+                if channel is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(layer.group_discard(self.group, channel))
             self.subscribed.set()
-            return
-        self.subscribed.set()
-        try:
-            while True:
-                message = await layer.receive(channel)
-                for consumer in self.consumers:
-                    consumer.inbox.put_nowait(message)
-                if message["type"] == "build.logs" and message["lines"]:
-                    self.live_seq = max(self.live_seq, message["lines"][-1]["seq"])
-        finally:
-            await asyncio.shield(layer.group_discard(self.group, channel))
+            await asyncio.sleep(settings.BUILDSITE_LIVE_POLL_SECONDS)
 
     async def poll(self) -> None:
         while True:

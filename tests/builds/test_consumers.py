@@ -279,3 +279,25 @@ async def test_sockets_watching_one_build_share_one_subscription_and_poll(accoun
         assert (await read_lines(communicator, 2))[0] == [1, 2]
         await communicator.disconnect()
     assert not [name for _, name in Watch.active if name == group]
+
+
+class UnreachableLayer:
+    async def new_channel(self):
+        raise OSError("Redis is down")
+
+
+async def test_when_the_channel_layer_is_down_the_poll_still_streams(account, member, build, settings, monkeypatch):
+    from builds import consumers
+
+    settings.BUILDSITE_LIVE_POLL_SECONDS = 0.05
+    monkeypatch.setattr(consumers, "get_channel_layer", UnreachableLayer)
+    communicator = await connect(build_path(account.id, build), member)
+    await append(build, [("stdout", "one"), ("stdout", "two")])
+    await sync_to_async(build.transition)("initializing")
+    seqs, _ = await read_lines(communicator, 2)
+    assert seqs == [1, 2]
+    statuses = []
+    while "initializing" not in statuses:
+        message = await communicator.receive_json_from(timeout=5)
+        statuses.append(message["build"]["status"])
+    await communicator.disconnect()
