@@ -9,7 +9,9 @@ Prints, and exits non-zero unless every client got every line exactly once:
   - lines missing / duplicated per client (must be 0),
   - lag from storage (the line's timestamp) to a client receiving it: p50 / p95 / p99 / max,
   - daphne's resident memory: before the clients, peak, and after they left.
-It creates its own account in the configured database and deletes it afterwards."""
+It creates its own account in the configured database and deletes it afterwards.
+To look inside daphne: BENCH_DAPHNE_LOG=FILE keeps its log, and
+BENCH_DAPHNE_PREFIX="-m cProfile -o FILE" profiles it."""
 
 import argparse
 import asyncio
