@@ -3,6 +3,9 @@ API and the websocket consumers alike."""
 
 from enum import StrEnum
 
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
 from accounts.models import Account, Membership, Role
 
 
@@ -37,3 +40,20 @@ def role_allows(role: str, action: Action) -> bool:
 def can(user, account: Account | str, action: Action) -> bool:
     membership = membership_of(user, account)
     return membership is not None and role_allows(membership.role, action)
+
+
+def membership_or_404(user, account_id: str, action: Action = Action.VIEW) -> Membership:
+    """The user's membership when their role allows `action` in the account. A user who
+    is not a member gets a 404, so a page never confirms that an account exists; a
+    member whose role does not allow the action gets a 403."""
+    membership = membership_of(user, account_id)
+    if membership is None:
+        raise Http404("No such account.")
+    if not role_allows(membership.role, action):
+        raise PermissionDenied(f"Your role does not allow this ({action}).")
+    return membership
+
+
+def allowed_actions(membership: Membership) -> dict[str, bool]:
+    """{action: bool} for templates, so buttons are shown by the same rule that guards them."""
+    return {action.value: role_allows(membership.role, action) for action in Action}

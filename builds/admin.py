@@ -3,11 +3,15 @@ columns are never shown, and forms take a new value without displaying the old o
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.db import transaction
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
+from builds import scheduler
 from builds.models import (
     Build,
+    BuildSource,
     DeployHook,
     EnvironmentVariable,
     LogLine,
@@ -144,19 +148,62 @@ class DeployHookAdmin(admin.ModelAdmin):
 
 @admin.register(Build)
 class BuildAdmin(ReadOnlyAdmin):
-    list_display = ["build_uuid", "status", "build_outcome", "worker", "branch", "short_commit", "source", "created_on"]
+    """Read-only records, with a status that follows the build live (admin-live.js), the
+    live log on the change page, and cancel and retry for staff allowed to change builds."""
+
+    list_display = ["build_uuid", "live_status", "worker", "branch", "short_commit", "source", "created_on"]
     list_filter = ["status", "build_outcome", "source", "is_production"]
     search_fields = ["build_uuid", "commit_hash", "branch", "worker__name", "worker__tag"]
     list_select_related = ["worker"]
     date_hierarchy = "created_on"
     exclude = ["environment_variables"]
 
+    actions = ["cancel_builds", "retry_builds"]
+
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields if field.name != "environment_variables"]
+        return ["live_status"] + [f.name for f in self.model._meta.fields if f.name != "environment_variables"]
 
     @admin.display(description="Commit")
     def short_commit(self, obj: Build) -> str:
         return obj.short_commit
+
+    @admin.display(description="Status", ordering="status")
+    def live_status(self, obj: Build) -> str:
+        label = obj.build_outcome if obj.is_finished else obj.status
+        return format_html(
+            '<span class="status status--{}" data-live-build="{}" data-status="{}">{}</span>',
+            label,
+            obj.build_uuid,
+            obj.status,
+            label,
+        )
+
+    def has_build_permission(self, request) -> bool:
+        # The admin spans every account, so Django's model permission governs it here.
+        return request.user.has_perm("builds.change_build")
+
+    @admin.action(description="Cancel selected builds", permissions=["build"])
+    def cancel_builds(self, request, queryset) -> None:
+        reason = f"Cancelled by {request.user.get_username()} from the admin."
+        cancelled = sum(build.cancel(reason) for build in queryset)
+        self.message_user(
+            request, f"{cancelled} build(s) cancelled; {queryset.count() - cancelled} had stopped already."
+        )
+
+    @admin.action(description="Retry selected builds", permissions=["build"])
+    def retry_builds(self, request, queryset) -> None:
+        retryable = [build for build in queryset.select_related("trigger") if build.trigger_id]
+        with transaction.atomic():
+            retries = [build.retry(BuildSource.MANUAL) for build in retryable]
+            scheduler.enqueue(retries)
+        skipped = queryset.count() - len(retries)
+        note = f"; {skipped} skipped because their trigger was deleted" if skipped else ""
+        self.message_user(request, f"{len(retries)} retry build(s) queued{note}.")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        build = self.get_object(request, unquote(object_id))
+        extra = {"socket_path": f"/ws/admin/builds/{build.build_uuid}/"} if build else {}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
 
 @admin.register(LogLine)

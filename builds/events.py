@@ -30,6 +30,8 @@ def build_summary(build) -> dict:
         "created_on": build.created_on.isoformat(),
         "running_on": build.running_on.isoformat() if build.running_on else None,
         "stopped_on": build.stopped_on.isoformat() if build.stopped_on else None,
+        "exit_code": build.exit_code,
+        "phases": build.phases,
     }
 
 

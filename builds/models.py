@@ -436,6 +436,8 @@ class Build(models.Model):
             ),
             # Older queued builds of the same trigger and branch, superseded by a push.
             models.Index(fields=["trigger", "branch", "status"], name="build_trigger_branch"),
+            # Builds of an account changed since a time: the live lists' database poll.
+            models.Index(fields=["account", "modified_on"], name="build_account_modified"),
         ]
 
     def __str__(self) -> str:

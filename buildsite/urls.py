@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
+from accounts.views import home
 from builds import receivers
 from buildsite import health
 from buildsite.metrics import metrics_view
@@ -16,7 +16,9 @@ urlpatterns = [
     path("client/v4/workers/builds/deploy_hooks/<str:hook_id>", receivers.deploy_hook, name="deploy-hook"),
     path("admin/", admin.site.urls),
     path("client/v4/", include("builds.api.urls")),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", home, name="home"),
+    path("", include("accounts.urls")),
+    path("", include("builds.urls")),
 ]
 
 # An unknown URL under the API (/client/v4/) answers in the API's envelope.

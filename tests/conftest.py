@@ -13,6 +13,9 @@ from accounts.models import Role
 from tests.factories import add_member, make_account, make_user
 
 SERVICE_MARKERS = ("docker", "postgres", "redis")
+# Browser tests drive Debian's Chromium through Playwright's Python package.
+SERVICE_MARKERS += ("browser",)
+CHROMIUM = "/usr/bin/chromium"
 REQUIRED = {name.strip() for name in os.environ.get("BUILDSITE_REQUIRE", "").split(",") if name.strip()}
 _passed: Counter = Counter()
 
@@ -40,13 +43,28 @@ def service_problem(name: str) -> str | None:
         except Exception as e:  # noqa: BLE001 - any failure means no usable engine
             return f"no Docker engine answers: {e}"
         return None
+    if name == "browser":
+        if not os.path.exists(CHROMIUM):
+            return f"{CHROMIUM} is missing (apt-get install chromium)"
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            return "the playwright package is not installed"
+        return None
     raise ValueError(name)
 
 
 @pytest.fixture(autouse=True)
 def _require_services(request):
+    require_services(request.node)
+
+
+def require_services(node) -> None:
+    """Skip (or, where required, fail) what `node` marks as needing an absent service.
+    Module-scoped fixtures that start servers call it too: they run before this file's
+    per-test check."""
     for name in SERVICE_MARKERS:
-        if request.node.get_closest_marker(name) and (problem := service_problem(name)):
+        if node.get_closest_marker(name) and (problem := service_problem(name)):
             if name in REQUIRED:
                 pytest.fail(f"{name} is required (BUILDSITE_REQUIRE) but {problem}")
             pytest.skip(problem)
