@@ -32,6 +32,7 @@ from django.utils import timezone
 from accounts.permissions import Action, can
 from builds import events, logs
 from builds.models import Build, BuildStatus
+from buildsite import metrics
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +191,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         self.schedule_reauthorization()
         await self.accept()
+        metrics.websocket_clients.inc()
+        self.counted = True
         await self.start()
         self.ready = True
         self.worker = asyncio.create_task(self.work())
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            metrics.websocket_clients.dec()
+            self.counted = False
         if hasattr(self, "group"):
             Watch.leave(self)
         if self.worker is not None:

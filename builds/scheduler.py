@@ -19,7 +19,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from accounts.models import Account
-from builds import executors
+from builds import events, executors
 from builds.models import ACTIVE_STATUSES, Build, BuildOutcome, BuildStatus
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,16 @@ SWEEP_SCHEDULE_NAME = "Buildsite sweep"
 def enqueue(builds: Iterable[Build]) -> None:
     """Call inside the transaction that created the builds: they are dispatched the
     moment it commits, and never if it rolls back."""
+    builds = list(builds)
     account_ids = {build.account_id for build in builds}
-    transaction.on_commit(lambda: dispatch(account_ids))
+    transaction.on_commit(lambda: announce_and_dispatch(builds, account_ids))
+
+
+def announce_and_dispatch(builds: list[Build], account_ids: set[str]) -> None:
+    # Lists show a new build the moment it exists, not at the next poll.
+    for build in builds:
+        events.build_changed(build)
+    dispatch(account_ids)
 
 
 def dispatch(account_ids: Iterable[str]) -> list[Build]:

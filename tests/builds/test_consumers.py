@@ -127,7 +127,7 @@ async def test_a_repeated_batch_is_dropped_and_a_missing_one_is_read_from_the_da
     layer = get_channel_layer()
     group = events.build_group(build.build_uuid)
     # A duplicate of what was sent: nothing goes out.
-    await layer.group_send(group, {"type": "build.logs", "lines": [logs.line_payload(first)]})
+    await layer.group_send(group, {"type": "build.logs", "lines": [first]})
     assert await communicator.receive_nothing(timeout=0.3)
     # Lines 2-3 are stored but their message is lost; line 4 arrives live.
     now = timezone.now()
@@ -189,6 +189,32 @@ async def test_the_account_socket_sends_build_events_of_the_account_only(account
         seen.append((message["build"]["status"], message["build"]["build_uuid"]))
     assert await communicator.receive_nothing(timeout=0.3)
     assert {uuid for _, uuid in seen} == {str(build.build_uuid)}
+    await communicator.disconnect()
+
+
+async def test_a_new_build_is_announced_the_moment_it_is_committed(account, member, build, slow_poll):
+    from django.db import transaction
+
+    from builds import scheduler
+
+    communicator = await connect(f"/ws/accounts/{account.id}/", member)
+
+    def queue_one() -> Build:
+        # No free slot: the build stays queued, so no transition announces it.
+        type(account).objects.filter(pk=account.pk).update(concurrency_limit=0)
+        with transaction.atomic():
+            new = make_build(build.trigger, branch="feature/live")
+            scheduler.enqueue([new])
+        return new
+
+    new = await sync_to_async(queue_one)()
+    # With the poll this slow, only the event can bring the build within the timeout.
+    announced = {}
+    while str(new.build_uuid) not in announced:
+        message = await communicator.receive_json_from(timeout=5)
+        announced[message["build"]["build_uuid"]] = message["build"]
+    assert announced[str(new.build_uuid)]["branch"] == "feature/live"
+    assert announced[str(new.build_uuid)]["status"] == "queued"
     await communicator.disconnect()
 
 

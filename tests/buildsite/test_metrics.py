@@ -1,5 +1,8 @@
 import re
 
+import pytest
+from django.test import Client
+
 from builds.models import BuildOutcome, BuildStatus
 from tests.factories import make_build, make_trigger, make_worker
 
@@ -60,3 +63,24 @@ def test_metrics_count_webhook_deliveries_by_outcome(client, account):
     )
     assert response.status_code == 401
     assert sample(client, "buildsite_webhook_deliveries_total", outcome="rejected") == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_metrics_count_connected_websocket_clients(account, member):
+    from asgiref.sync import sync_to_async
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from buildsite.routing import websocket_urlpatterns
+
+    async def clients() -> float:
+        return await sync_to_async(sample)(Client(), "buildsite_websocket_clients")
+
+    before = await clients()
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/accounts/{account.id}/")
+    communicator.scope["user"] = member
+    connected, _ = await communicator.connect()
+    assert connected
+    assert await clients() == before + 1
+    await communicator.disconnect()
+    assert await clients() == before
