@@ -56,7 +56,7 @@ async def read_lines(communicator, up_to_seq: int) -> tuple[list[int], list[dict
     """Every line message until seq `up_to_seq`, and the status messages seen meanwhile."""
     seqs, statuses = [], []
     while not seqs or seqs[-1] < up_to_seq:
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from(timeout=15)
         if message["type"] == "logs":
             seqs += [line["seq"] for line in message["lines"]]
             assert logs.decode_cursor(message["cursor"]) == seqs[-1]
@@ -88,10 +88,10 @@ async def test_it_refuses_a_cursor_it_did_not_issue(account, member, build):
 async def test_it_sends_the_backlog_after_the_cursor_then_the_status(account, member, build, slow_poll):
     await append(build, [("stdout", f"line {i}") for i in range(1, 6)])
     communicator = await connect(build_path(account.id, build, logs.encode_cursor(2)), member)
-    message = await communicator.receive_json_from(timeout=5)
+    message = await communicator.receive_json_from(timeout=15)
     assert message["type"] == "logs"
     assert [(line["seq"], line["text"]) for line in message["lines"]] == [(3, "line 3"), (4, "line 4"), (5, "line 5")]
-    status = await communicator.receive_json_from(timeout=5)
+    status = await communicator.receive_json_from(timeout=15)
     assert status["type"] == "status" and status["build"]["status"] == "queued"
     await communicator.disconnect()
 
@@ -106,13 +106,13 @@ async def test_a_long_backlog_arrives_in_pages_without_gaps(account, member, bui
 
 async def test_live_lines_and_status_follow_the_backlog(account, member, build, slow_poll):
     communicator = await connect(build_path(account.id, build), member)
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    assert (await communicator.receive_json_from(timeout=15))["type"] == "status"
     await append(build, [("stdout", "one"), ("stderr", "two")])
     await append(build, [("stdout", "three")])
     seqs, _ = await read_lines(communicator, 3)
     assert seqs == [1, 2, 3]
     await sync_to_async(build.stop)(BuildOutcome.SUCCESS)
-    status = await communicator.receive_json_from(timeout=5)
+    status = await communicator.receive_json_from(timeout=15)
     assert status["build"]["status"] == "stopped" and status["build"]["build_outcome"] == "success"
     await communicator.disconnect()
 
@@ -121,7 +121,7 @@ async def test_a_repeated_batch_is_dropped_and_a_missing_one_is_read_from_the_da
     account, member, build, slow_poll
 ):
     communicator = await connect(build_path(account.id, build), member)
-    await communicator.receive_json_from(timeout=5)  # status
+    await communicator.receive_json_from(timeout=15)  # status
     [first] = await append(build, [("stdout", "one")])
     assert (await read_lines(communicator, 1))[0] == [1]
     layer = get_channel_layer()
@@ -149,7 +149,7 @@ async def test_a_repeated_batch_is_dropped_and_a_missing_one_is_read_from_the_da
 async def test_the_poll_delivers_lines_whose_message_was_lost(account, member, build, settings):
     settings.BUILDSITE_LIVE_POLL_SECONDS = 0.05
     communicator = await connect(build_path(account.id, build), member)
-    await communicator.receive_json_from(timeout=5)  # status
+    await communicator.receive_json_from(timeout=15)  # status
     now = timezone.now()
 
     def store_silently():
@@ -157,7 +157,7 @@ async def test_the_poll_delivers_lines_whose_message_was_lost(account, member, b
         Build.objects.filter(pk=build.pk).update(log_seq=1)
 
     await sync_to_async(store_silently)()
-    message = await communicator.receive_json_from(timeout=5)
+    message = await communicator.receive_json_from(timeout=15)
     assert [line["text"] for line in message["lines"]] == ["no event"]
     await communicator.disconnect()
 
@@ -165,7 +165,7 @@ async def test_the_poll_delivers_lines_whose_message_was_lost(account, member, b
 async def test_reconnecting_with_the_last_cursor_resumes_exactly_after_it(account, member, build, slow_poll):
     await append(build, [("stdout", f"{i}") for i in range(1, 4)])
     communicator = await connect(build_path(account.id, build), member)
-    message = await communicator.receive_json_from(timeout=5)
+    message = await communicator.receive_json_from(timeout=15)
     cursor = message["cursor"]
     await communicator.disconnect()
     await append(build, [("stdout", f"{i}") for i in range(4, 7)])  # written while disconnected
@@ -184,7 +184,7 @@ async def test_the_account_socket_sends_build_events_of_the_account_only(account
     await sync_to_async(build.transition)("initializing")
     seen = []
     while ("initializing", str(build.build_uuid)) not in seen:
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from(timeout=15)
         assert message["type"] == "build"
         seen.append((message["build"]["status"], message["build"]["build_uuid"]))
     assert await communicator.receive_nothing(timeout=0.3)
@@ -211,7 +211,7 @@ async def test_a_new_build_is_announced_the_moment_it_is_committed(account, memb
     # With the poll this slow, only the event can bring the build within the timeout.
     announced = {}
     while str(new.build_uuid) not in announced:
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from(timeout=15)
         announced[message["build"]["build_uuid"]] = message["build"]
     assert announced[str(new.build_uuid)]["branch"] == "feature/live"
     assert announced[str(new.build_uuid)]["status"] == "queued"
@@ -227,7 +227,7 @@ async def test_the_account_poll_finds_changes_made_without_an_event(account, mem
     # The build's creation a moment ago may come first; the change must follow.
     statuses = []
     while "initializing" not in statuses:
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from(timeout=15)
         assert message["build"]["build_uuid"] == str(build.build_uuid)
         statuses.append(message["build"]["status"])
     assert statuses in (["initializing"], ["queued", "initializing"])
@@ -240,7 +240,7 @@ async def test_a_removed_member_is_disconnected(account, member, build, settings
     settings.BUILDSITE_LIVE_POLL_SECONDS = 0.05
     monkeypatch.setattr(consumers, "REAUTHORIZE_SECONDS", 0)
     communicator = await connect(build_path(account.id, build), member)
-    await communicator.receive_json_from(timeout=5)  # status
+    await communicator.receive_json_from(timeout=15)  # status
     await sync_to_async(lambda: member.memberships.all().delete())()
     assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
 
@@ -271,7 +271,7 @@ async def test_the_admin_stream_is_for_staff_only(account, member, build):
     path = f"/ws/admin/builds/{build.build_uuid}/?logs=0"
     assert await refused(path, member)
     communicator = await connect(path, admin)
-    message = await communicator.receive_json_from(timeout=5)
+    message = await communicator.receive_json_from(timeout=15)
     assert message["type"] == "status" and message["build"]["build_uuid"] == str(build.build_uuid)
     await asyncio.sleep(0)
     await communicator.disconnect()
@@ -324,6 +324,6 @@ async def test_when_the_channel_layer_is_down_the_poll_still_streams(account, me
     assert seqs == [1, 2]
     statuses = []
     while "initializing" not in statuses:
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from(timeout=15)
         statuses.append(message["build"]["status"])
     await communicator.disconnect()
