@@ -23,11 +23,18 @@ class Command(BaseCommand):
         # Samples of processes from a previous run would be summed into this one's.
         for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
             stale.unlink()
+        # A connection pool for daphne (a new thread per request), never for the q2
+        # cluster (it forks, and a pool does not survive a fork).
+        web_env = dict(os.environ)
+        if settings.IS_POSTGRES:
+            web_env.setdefault("BUILDSITE_DB_POOL", "10")
+        cluster_env = {name: value for name, value in os.environ.items() if name != "BUILDSITE_DB_POOL"}
         processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "buildsite.asgi:application"]
+                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "buildsite.asgi:application"],
+                env=web_env,
             ),
-            subprocess.Popen([sys.executable, "manage.py", "qcluster"]),
+            subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=cluster_env),
         ]
         base = f"http://{host}:{port}"
         account = Account.objects.order_by("created_on").first()
