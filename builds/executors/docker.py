@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import requests
 from django.conf import settings
 from django.utils import timezone
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -28,6 +29,19 @@ BUILD_LABEL = "buildsite.build"
 # A container outlives the build's deadline by this much at most, should nobody
 # remove it: the buddy and the reaper normally do it long before.
 SLEEP_GRACE_SECONDS = 60
+
+
+# What the Docker SDK raises when the engine fails: requests' own errors pass through
+# it unwrapped when the engine cannot be reached or the connection to it breaks.
+ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+
+
+def engine_failure(doing: str, error: Exception) -> InternalError:
+    """The reason a build ends with when its engine fails: plain words for an engine
+    that stopped answering (stopped, restarted, crashed), else the engine's own."""
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return InternalError(f"the Docker engine stopped answering while {doing}")
+    return InternalError(f"the Docker engine failed while {doing} ({getattr(error, 'explanation', None) or error})")
 
 
 def container_name(build_uuid: str) -> str:
@@ -64,8 +78,8 @@ class DockerSandbox:
                 if stderr:
                     output("stderr", stderr)
             code = api.exec_inspect(exec_id)["ExitCode"]
-        except DockerException as e:
-            raise InternalError(f"the Docker engine failed ({e})") from e
+        except ENGINE_ERRORS as e:
+            raise engine_failure("running the command", e) from e
         # No exit code: the container went away under the command, which was killed.
         return 137 if code is None else code
 
@@ -78,7 +92,7 @@ class DockerSandbox:
         it processes. Read from the container's cgroup counters on this machine."""
         try:
             self.container.reload()
-        except DockerException:
+        except ENGINE_ERRORS:
             return None
         state = self.container.attrs["State"]
         counts = cgroup_counts(state.get("Pid") or 0, self.container.id)
@@ -167,14 +181,22 @@ class DockerExecutor:
                 security_opt=["no-new-privileges"],
                 privileged=False,
             )
-        except DockerException as e:
-            raise InternalError(f"the Docker engine refused to create the build container ({e})") from e
+        except ENGINE_ERRORS as e:
+            raise engine_failure("creating the build container", e) from e
         try:
-            container.start()
+            try:
+                container.start()
+            except ENGINE_ERRORS as e:
+                raise engine_failure("starting the build container", e) from e
             yield DockerSandbox(client, container, image)
         finally:
-            with contextlib.suppress(NotFound, APIError):
+            try:
                 container.remove(force=True)
+            except NotFound:
+                pass
+            except ENGINE_ERRORS:
+                # The sweep removes it, once the engine answers again.
+                log.warning("could not remove the container of build %s", build.build_uuid, exc_info=True)
 
     def ensure_image(self, image: str) -> None:
         """Pull only an image this engine does not have."""
