@@ -9,6 +9,7 @@ limits from settings, and the buddy's own uid so every file written to the works
 is one the buddy can delete."""
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import docker
 import requests
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
@@ -26,6 +28,10 @@ from builds.executors import BUILD_HOME, Output
 log = logging.getLogger(__name__)
 
 BUILD_LABEL = "buildsite.build"
+# Which Buildsite made the container. An engine may serve several (a developer's
+# machine, test suites run side by side): the sweep removes only its own leftovers,
+# never the running builds of another installation, whose database it cannot see.
+INSTALLATION_LABEL = "buildsite.installation"
 # A container outlives the build's deadline by this much at most, should nobody
 # remove it: the buddy and the reaper normally do it long before.
 SLEEP_GRACE_SECONDS = 60
@@ -42,6 +48,12 @@ def engine_failure(doing: str, error: Exception) -> InternalError:
     if isinstance(error, requests.exceptions.ConnectionError):
         return InternalError(f"the Docker engine stopped answering while {doing}")
     return InternalError(f"the Docker engine failed while {doing} ({getattr(error, 'explanation', None) or error})")
+
+
+def installation() -> str:
+    """This installation, named after its database, where its builds live."""
+    db = connection.settings_dict
+    return hashlib.sha256(f"{db['ENGINE']} {db['HOST']} {db['PORT']} {db['NAME']}".encode()).hexdigest()[:16]
 
 
 def container_name(build_uuid: str) -> str:
@@ -165,7 +177,11 @@ class DockerExecutor:
                 image,
                 command=["sleep", str(seconds)],
                 name=container_name(str(build.build_uuid)),
-                labels={BUILD_LABEL: str(build.build_uuid), "buildsite.account": str(build.account_id)},
+                labels={
+                    BUILD_LABEL: str(build.build_uuid),
+                    INSTALLATION_LABEL: installation(),
+                    "buildsite.account": str(build.account_id),
+                },
                 environment={**env, "HOME": BUILD_HOME},
                 user=f"{os.getuid()}:{os.getgid()}",
                 working_dir=BUILD_HOME,
@@ -219,5 +235,6 @@ class DockerExecutor:
             self.client.api.remove_container(container_name(build_uuid), force=True)
 
     def leftovers(self) -> set[str]:
-        containers = self.client.containers.list(all=True, filters={"label": BUILD_LABEL})
+        ours = [BUILD_LABEL, f"{INSTALLATION_LABEL}={installation()}"]
+        containers = self.client.containers.list(all=True, filters={"label": ours})
         return {container.labels[BUILD_LABEL] for container in containers}
