@@ -66,6 +66,7 @@ SECRET = "bench-secret"
 MARK = "first command at "
 SCRIPT = f'echo "{MARK}$EPOCHREALTIME"\necho "building the site"\n'
 COMMAND = "busybox sh build.sh"
+REPO_ID = 424242
 TARGET_RATIO = 0.5
 BUILD_TIMEOUT = 120
 
@@ -175,11 +176,11 @@ class Processes:
                 pass
 
 
-def push_request(commit: str, repo_id: int) -> tuple[bytes, dict[str, str]]:
+def push_request(commit: str) -> tuple[bytes, dict[str, str]]:
     """A GitHub push of `commit` to main, signed as GitHub signs it (both headers)."""
     from tests.builds.payloads import github_commit, github_push
 
-    payload = github_push(repo_id, after=commit, commits=[github_commit(commit, "Update", modified=["build.sh"])])
+    payload = github_push(REPO_ID, after=commit, commits=[github_commit(commit, "Update", modified=["build.sh"])])
     body = json.dumps(payload).encode()
     return body, {
         "Content-Type": "application/json",
@@ -257,15 +258,20 @@ class Buildbot:
 class Buildsite:
     """daphne + a q2 cluster with the executor given, for an account of their own."""
 
-    def __init__(self, executor: str, work: Path, processes: Processes, repo_url: str) -> None:
+    def __init__(self, executor: str, repo_url: str) -> None:
         from tests.factories import make_account, make_connection, make_trigger, make_worker
 
+        self.executor = executor
         self.name = f"Buildsite, {executor} executor"
         self.account = make_account(f"bench-buildbot-{executor}-{uuid.uuid4().hex[:6]}")
         # The same repository id for every system: the pushes are byte for byte the same.
-        self.connection = make_connection(self.account, secret=SECRET, clone_url=repo_url, repo_id="424242")
+        self.connection = make_connection(self.account, secret=SECRET, clone_url=repo_url, repo_id=str(REPO_ID))
         worker = make_worker(self.account, "site")
         make_trigger(worker, self.connection, build_command=COMMAND, deploy_command="", build_image=IMAGE)
+        self.base = ""
+
+    def start(self, work: Path, processes: Processes) -> None:
+        executor = self.executor
         port = free_port()
         self.base = f"http://{HOST}:{port}"
         env = {
@@ -334,15 +340,17 @@ def main() -> None:
     try:
         buildbot = Buildbot(work, processes, repo_url)
         for executor in ("docker", "local"):
-            sites.append(Buildsite(executor, work, processes, repo_url))
+            sites.append(Buildsite(executor, repo_url))
+            sites[-1].start(work, processes)
         systems = [buildbot, *sites]
         results: dict[str, list[float]] = {system.name: [] for system in systems}
         for system in systems:  # warm-up, not counted
-            system.push(*push_request(commit, 424242))
+            system.push(*push_request(commit))
         for n in range(args.pushes):
             commit = commit_files(repo, {"build.sh": SCRIPT, "round": str(n)}, message=f"Round {n}")
-            body, headers = push_request(commit, 424242)
-            for system in systems[n % 3 :] + systems[: n % 3]:
+            body, headers = push_request(commit)
+            turn = n % len(systems)
+            for system in systems[turn:] + systems[:turn]:
                 results[system.name].append(system.push(body, {**headers, "X-GitHub-Delivery": str(uuid.uuid4())}))
     finally:
         processes.stop_all()
