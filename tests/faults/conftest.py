@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,18 +26,11 @@ import pytest
 import redis
 from django.conf import settings
 
+from bench.webhooks import HOST, free_port
 from tests.builds.payloads import github_commit, github_push, github_signature
 from tests.builds.running import Background, qcluster, wait_for
 from tests.conftest import REQUIRED, TEST_IMAGE
 from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
-
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def need(found: object, service: str, what: str) -> None:
