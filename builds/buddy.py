@@ -32,6 +32,7 @@ from builds import executors, logs, scheduler
 from builds.errors import BuildError, InternalError, Stopped, TimedOut, UserError
 from builds.executors.local import Process
 from builds.models import ACTIVE_STATUSES, Build, BuildOutcome, BuildStatus, Provider
+from buildsite.structured_logging import bind, carrying_context
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +46,25 @@ def runner_name() -> str:
 
 def run(build_uuid: str) -> str:
     """The django-q2 task: run the build if it is waiting for a buddy. A build that is
-    not (cancelled or reaped meanwhile, or this task delivered twice) is left alone."""
+    not (cancelled or reaped meanwhile, or this task delivered twice) is left alone.
+    Every log line written meanwhile, by any of its threads, is tagged with the build."""
     build = Build.objects.filter(build_uuid=build_uuid).first()
-    if build is None or not build.claim(runner_name()):
-        log.info("build %s is not waiting for a buddy; not running it", build_uuid)
-        return "not run"
-    try:
-        task = BuildTask(build)
-    except Exception:  # its secrets could not be read (a lost encryption key, say)
-        log.exception("could not prepare build %s", build_uuid)
-        build.stop(BuildOutcome.TERMINATED, InternalError("its secrets could not be read").message)
-        scheduler.dispatch({build.account_id})
+    with bind(build_uuid=build_uuid, account_id=build.account_id if build else None):
+        if build is None or not build.claim(runner_name()):
+            log.info("build %s is not waiting for a buddy; not running it", build_uuid)
+            return "not run"
+        log.info("build %s started on %s", build_uuid, build.runner)
+        try:
+            task = BuildTask(build)
+        except Exception:  # its secrets could not be read (a lost encryption key, say)
+            log.exception("could not prepare build %s", build_uuid)
+            build.stop(BuildOutcome.TERMINATED, InternalError("its secrets could not be read").message)
+            scheduler.dispatch({build.account_id})
+            return build.build_outcome
+        task.run()
+        build.refresh_from_db()
+        log.info("build %s ended %s: %s", build_uuid, build.build_outcome, build.reason or "no reason")
         return build.build_outcome
-    task.run()
-    build.refresh_from_db()
-    return build.build_outcome
 
 
 class Watch:
@@ -75,7 +80,9 @@ class Watch:
         self._kill: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch-{build.build_uuid}", daemon=True)
+        self._thread = threading.Thread(
+            target=carrying_context(self._run), name=f"watch-{build.build_uuid}", daemon=True
+        )
 
     def __enter__(self) -> "Watch":
         self._thread.start()

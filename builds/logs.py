@@ -19,6 +19,7 @@ from django.utils import timezone
 from builds import events
 from builds.models import Build, LogLine, LogStream
 from buildsite import metrics
+from buildsite.structured_logging import carrying_context
 
 DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 5000
@@ -181,7 +182,9 @@ class LogPump:
         self._queue: queue.Queue = queue.Queue(maxsize=1000)
         self._partial: dict[str, str] = {}
         self._decoders: dict[str, codecs.IncrementalDecoder] = {}
-        self._thread = threading.Thread(target=self._run, name=f"log-pump-{build.build_uuid}", daemon=True)
+        self._thread = threading.Thread(
+            target=carrying_context(self._run), name=f"log-pump-{build.build_uuid}", daemon=True
+        )
         self._error: BaseException | None = None
 
     def __enter__(self) -> "LogPump":

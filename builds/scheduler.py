@@ -21,6 +21,7 @@ from django_q.tasks import async_task
 from accounts.models import Account
 from builds import events, executors
 from builds.models import ACTIVE_STATUSES, Build, BuildOutcome, BuildStatus
+from buildsite.structured_logging import bind
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def dispatch(account_ids: Iterable[str]) -> list[Build]:
     the builds started."""
     started = []
     for account_id in sorted(set(account_ids)):
-        started += fill_slots(account_id)
+        with bind(account_id=account_id):
+            started += fill_slots(account_id)
     return started
 
 
@@ -118,10 +120,11 @@ def reap() -> tuple[list[Build], int]:
             if not build.runner and build.initializing_on < silent_since:
                 unclaimed.append(build)
             continue
-        if build.stop(BuildOutcome.TERMINATED, reason):
-            log.warning("reaped build %s: %s", build.build_uuid, reason)
-            executors.kill_build(build)
-            reaped.append(build)
+        with bind(build_uuid=build.build_uuid, account_id=build.account_id):
+            if build.stop(BuildOutcome.TERMINATED, reason):
+                log.warning("reaped build %s: %s", build.build_uuid, reason)
+                executors.kill_build(build)
+                reaped.append(build)
     # A second delivery is harmless: only one buddy can claim a build.
     hand_over(unclaimed)
     return reaped, len(unclaimed)

@@ -138,7 +138,15 @@ IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 # workers, and a pool does not survive a fork.
 BUILDSITE_DB_POOL = env_int("BUILDSITE_DB_POOL", 0)
 if BUILDSITE_DB_POOL and IS_POSTGRES:
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": BUILDSITE_DB_POOL}
+    # A request waits at most 5 s for a connection (psycopg's default is 30): while the
+    # database is down, /readyz says so and requests fail in 5 s rather than hang for 30
+    # (longer than GitHub waits for a webhook's answer). Connections broken by a
+    # database restart are replaced when taken (CONN_HEALTH_CHECKS above).
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": BUILDSITE_DB_POOL,
+        "timeout": 5,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

@@ -3,10 +3,11 @@ release and, where known, the request id, account id, build uuid and delivery id
 which code sets with `bind()` for the duration of a unit of work."""
 
 import contextvars
+import functools
 import json
 import logging
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,12 @@ def bind(**values: object) -> Iterator[None]:
 
 def context() -> dict:
     return dict(_context.get() or {})
+
+
+def carrying_context(target: Callable[[], None]) -> Callable[[], None]:
+    """`target`, to run in another thread with the tags bound here now (a new thread
+    starts with none)."""
+    return functools.partial(contextvars.copy_context().run, target)
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,13 +9,16 @@ limits from settings, and the buddy's own uid so every file written to the works
 is one the buddy can delete."""
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import requests
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
@@ -25,9 +28,32 @@ from builds.executors import BUILD_HOME, Output
 log = logging.getLogger(__name__)
 
 BUILD_LABEL = "buildsite.build"
+# Which Buildsite made the container. An engine may serve several (a developer's
+# machine, test suites run side by side): the sweep removes only its own leftovers,
+# never the running builds of another installation, whose database it cannot see.
+INSTALLATION_LABEL = "buildsite.installation"
 # A container outlives the build's deadline by this much at most, should nobody
 # remove it: the buddy and the reaper normally do it long before.
 SLEEP_GRACE_SECONDS = 60
+
+
+# What the Docker SDK raises when the engine fails: requests' own errors pass through
+# it unwrapped when the engine cannot be reached or the connection to it breaks.
+ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+
+
+def engine_failure(doing: str, error: Exception) -> InternalError:
+    """The reason a build ends with when its engine fails: plain words for an engine
+    that stopped answering (stopped, restarted, crashed), else the engine's own."""
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return InternalError(f"the Docker engine stopped answering while {doing}")
+    return InternalError(f"the Docker engine failed while {doing} ({getattr(error, 'explanation', None) or error})")
+
+
+def installation() -> str:
+    """This installation, named after its database, where its builds live."""
+    db = connection.settings_dict
+    return hashlib.sha256(f"{db['ENGINE']} {db['HOST']} {db['PORT']} {db['NAME']}".encode()).hexdigest()[:16]
 
 
 def container_name(build_uuid: str) -> str:
@@ -64,8 +90,8 @@ class DockerSandbox:
                 if stderr:
                     output("stderr", stderr)
             code = api.exec_inspect(exec_id)["ExitCode"]
-        except DockerException as e:
-            raise InternalError(f"the Docker engine failed ({e})") from e
+        except ENGINE_ERRORS as e:
+            raise engine_failure("running the command", e) from e
         # No exit code: the container went away under the command, which was killed.
         return 137 if code is None else code
 
@@ -78,7 +104,7 @@ class DockerSandbox:
         it processes. Read from the container's cgroup counters on this machine."""
         try:
             self.container.reload()
-        except DockerException:
+        except ENGINE_ERRORS:
             return None
         state = self.container.attrs["State"]
         counts = cgroup_counts(state.get("Pid") or 0, self.container.id)
@@ -151,7 +177,11 @@ class DockerExecutor:
                 image,
                 command=["sleep", str(seconds)],
                 name=container_name(str(build.build_uuid)),
-                labels={BUILD_LABEL: str(build.build_uuid), "buildsite.account": str(build.account_id)},
+                labels={
+                    BUILD_LABEL: str(build.build_uuid),
+                    INSTALLATION_LABEL: installation(),
+                    "buildsite.account": str(build.account_id),
+                },
                 environment={**env, "HOME": BUILD_HOME},
                 user=f"{os.getuid()}:{os.getgid()}",
                 working_dir=BUILD_HOME,
@@ -167,14 +197,22 @@ class DockerExecutor:
                 security_opt=["no-new-privileges"],
                 privileged=False,
             )
-        except DockerException as e:
-            raise InternalError(f"the Docker engine refused to create the build container ({e})") from e
+        except ENGINE_ERRORS as e:
+            raise engine_failure("creating the build container", e) from e
         try:
-            container.start()
+            try:
+                container.start()
+            except ENGINE_ERRORS as e:
+                raise engine_failure("starting the build container", e) from e
             yield DockerSandbox(client, container, image)
         finally:
-            with contextlib.suppress(NotFound, APIError):
+            try:
                 container.remove(force=True)
+            except NotFound:
+                pass
+            except ENGINE_ERRORS:
+                # The sweep removes it, once the engine answers again.
+                log.warning("could not remove the container of build %s", build.build_uuid, exc_info=True)
 
     def ensure_image(self, image: str) -> None:
         """Pull only an image this engine does not have."""
@@ -197,5 +235,6 @@ class DockerExecutor:
             self.client.api.remove_container(container_name(build_uuid), force=True)
 
     def leftovers(self) -> set[str]:
-        containers = self.client.containers.list(all=True, filters={"label": BUILD_LABEL})
+        ours = [BUILD_LABEL, f"{INSTALLATION_LABEL}={installation()}"]
+        containers = self.client.containers.list(all=True, filters={"label": ours})
         return {container.labels[BUILD_LABEL] for container in containers}

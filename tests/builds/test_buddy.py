@@ -2,6 +2,8 @@
 scheduler, and a real container (or a local process). Builds run through django-q2's
 sync mode, so the task runs in the test's thread through q2's own worker function."""
 
+import json
+import logging
 import socket
 import time
 
@@ -9,6 +11,7 @@ import pytest
 
 from builds import tasks
 from builds.models import Build, BuildOutcome, BuildStatus, EnvironmentVariable, LogLine
+from buildsite.structured_logging import JsonFormatter
 from tests.builds.running import (
     docker_container_exists,
     in_thread,
@@ -336,3 +339,44 @@ def test_a_secret_that_cannot_be_decrypted_ends_the_build_with_our_error(trigger
     assert (build.status, build.build_outcome) == (BuildStatus.STOPPED, BuildOutcome.TERMINATED)
     assert build.reason == "Buildsite could not run this build: its secrets could not be read"
     assert build.runner and build.running_on is None
+
+
+class JsonLines(logging.Handler):
+    """The JSON log lines written, each with the name of the thread that wrote it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(JsonFormatter(release="test"))
+        self.lines: list[tuple[str, dict]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.threadName, json.loads(self.format(record))))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_log_lines_written_during_a_build_carry_its_uuid_and_account(trigger, q_sync, build_settings, settings):
+    build_settings.BUILDSITE_EXECUTOR = "local"
+    # A channel layer nobody answers: every event the build sends, from the buddy's
+    # thread and from its log pump's, is logged as a warning.
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1"]}}
+    }
+    captured = JsonLines()
+    logger = logging.getLogger("builds")
+    logger.addHandler(captured)
+    try:
+        build = run_queued(queue_build(trigger))
+    finally:
+        logger.removeHandler(captured)
+
+    assert build.build_outcome == BuildOutcome.SUCCESS
+    assert captured.lines
+    # Dispatch, the buddy and its threads: every line names the account.
+    assert {line["account_id"] for _, line in captured.lines} == {trigger.worker.account_id}
+    during = [(thread, line) for thread, line in captured.lines if line.get("build_uuid") == str(build.build_uuid)]
+    messages = [line["message"] for _, line in during]
+    assert f"build {build.build_uuid} ended success: no reason" in messages
+    pump = f"log-pump-{build.build_uuid}"
+    from_pump = [line["message"] for thread, line in during if thread == pump and line["logger"] == "builds.events"]
+    assert from_pump and from_pump[0] == f"channel layer send to build.{build.build_uuid} failed"
+    assert all(line["release"] == "test" for _, line in during)

@@ -8,7 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from builds import executors
 from builds.executors import local
-from builds.executors.docker import BUILD_LABEL, container_name
+from builds.executors.docker import BUILD_LABEL, INSTALLATION_LABEL, container_name, installation
 from builds.executors.local import LocalExecutor, LocalSandbox
 from builds.models import Build, BuildOutcome, LogLine
 from tests.builds.running import in_thread, queue_build, run_queued, wait_for, wait_for_line
@@ -51,6 +51,7 @@ def test_a_build_container_is_unprivileged_and_limited(trigger, q_sync, build_se
         assert not any("docker.sock" in m["Source"] for m in mounts)
         assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
         assert container.labels[BUILD_LABEL] == str(build.build_uuid)
+        assert container.labels[INSTALLATION_LABEL] == installation()
         assert Build.objects.get(pk=build.pk).container_id == container.id
     finally:
         Build.objects.get(pk=build.pk).cancel("Cancelled by the test")

@@ -4,6 +4,7 @@ tests/builds/test_cluster.py runs them in a real `manage.py qcluster`."""
 
 import datetime
 import threading
+import uuid
 
 import docker
 import pytest
@@ -14,7 +15,7 @@ from django_q.models import Schedule
 from django_q.signing import SignedPackage
 
 from builds import executors, scheduler
-from builds.executors.docker import BUILD_LABEL, container_name
+from builds.executors.docker import BUILD_LABEL, INSTALLATION_LABEL, container_name, installation
 from builds.models import Build, BuildOutcome, BuildStatus
 from tests.builds.running import docker_container_exists
 from tests.conftest import TEST_IMAGE
@@ -205,14 +206,21 @@ def test_the_sweep_removes_what_finished_builds_left_on_this_node(account, broke
     finished = make_build(trigger)
     finished.stop(BuildOutcome.CANCELLED, "Cancelled by alice")
     running = claimed(make_build(trigger))
+    # A build of another Buildsite using the same engine: not in this database.
+    elsewhere = str(uuid.uuid4())
     client = docker.from_env()
-    for build in (finished, running):
-        executors.workspace_dir(str(build.build_uuid)).mkdir(parents=True)
+    for build_uuid, made_by in (
+        (str(finished.build_uuid), installation()),
+        (str(running.build_uuid), installation()),
+        (elsewhere, "another-installation"),
+    ):
+        if made_by == installation():
+            executors.workspace_dir(build_uuid).mkdir(parents=True)
         client.containers.run(
             TEST_IMAGE,
             ["sleep", "60"],
-            name=container_name(str(build.build_uuid)),
-            labels={BUILD_LABEL: str(build.build_uuid)},
+            name=container_name(build_uuid),
+            labels={BUILD_LABEL: build_uuid, INSTALLATION_LABEL: made_by},
             detach=True,
         )
     try:
@@ -221,8 +229,10 @@ def test_the_sweep_removes_what_finished_builds_left_on_this_node(account, broke
         assert not executors.workspace_dir(str(finished.build_uuid)).exists()
         assert docker_container_exists(running)
         assert executors.workspace_dir(str(running.build_uuid)).exists()
+        assert container_name(elsewhere) in {c.name for c in client.containers.list()}
     finally:
-        executors.get_executor().remove(str(running.build_uuid))
+        for build_uuid in (str(running.build_uuid), elsewhere):
+            executors.get_executor().remove(build_uuid)
 
 
 @pytest.mark.django_db

@@ -4,19 +4,16 @@ and the reaper after the worker running a build is killed with SIGKILL."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection, transaction
 from django_q.brokers import get_broker
 
 from builds import executors, scheduler, tasks
 from builds.models import Build, BuildOutcome, BuildStatus, LogLine
-from tests.builds.running import docker_container_exists, system_lines, wait_for, wait_for_line
+from tests.builds.running import docker_container_exists, qcluster, system_lines, wait_for, wait_for_line
 from tests.conftest import TEST_IMAGE
 from tests.factories import make_account, make_connection, make_git_repo, make_trigger, make_worker
 
@@ -50,45 +47,10 @@ def cluster_env(tmp_path_factory, django_db_setup, django_db_blocker):
     }
 
 
-class Cluster:
-    """`manage.py qcluster` with 4 workers, started on first use; its output goes to a
-    file printed when it stops."""
-
-    def __init__(self, env: dict[str, str], output: Path) -> None:
-        self.env = env
-        self.output = output
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        if self.process is not None:
-            return
-        get_broker().purge_queue()
-        with self.output.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"],
-                cwd=settings.BASE_DIR,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(lambda: b"running." in self.output.read_bytes(), timeout=30, message="the q2 cluster to start")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        print(self.output.read_text()[-5000:])
-
-
 @pytest.fixture(scope="module")
 def cluster_once(cluster_env, tmp_path_factory):
-    cluster = Cluster(cluster_env, tmp_path_factory.mktemp("cluster") / "qcluster.log")
+    """`manage.py qcluster` with 4 workers, started on first use."""
+    cluster = qcluster(cluster_env, tmp_path_factory.mktemp("cluster") / "qcluster.log")
     yield cluster
     cluster.stop()
 
@@ -97,7 +59,9 @@ def cluster_once(cluster_env, tmp_path_factory):
 def cluster(cluster_once):
     # Started here, after the service markers were checked (a module fixture would
     # run before that check).
-    cluster_once.start()
+    if cluster_once.process is None:
+        get_broker().purge_queue()
+        cluster_once.start().wait_ready()
     return cluster_once
 
 
@@ -176,6 +140,8 @@ def test_a_build_in_the_cluster_is_cancelled_from_this_process_in_seconds(cluste
     assert (build.status, build.build_outcome, build.reason) == ("stopped", "cancelled", "Cancelled by alice")
 
 
+# Also the fault suite's kill -9 of a q2 worker during a build (pytest -m faults).
+@pytest.mark.faults
 def test_a_build_whose_worker_is_killed_is_reaped_and_never_run_again(cluster, cluster_settings, tmp_path, account):
     trigger = site_trigger(account, tmp_path, "doomed", build_command="echo started; sleep 60", deploy_command="true")
     (build,) = push(trigger)

@@ -108,3 +108,14 @@ def test_too_many_requests_are_a_429_with_retry_after(api, api_for, owner, setti
     assert 0 < int(response["Retry-After"]) <= 60
     # The limit is per token: another token of the same user is not held back.
     ok(api_for(owner)("GET", "account/limits"))
+
+
+def test_the_api_still_answers_while_the_rate_limit_cache_is_down(api, world, settings, caplog):
+    settings.BUILDSITE_API_RATE = "1/m"
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    for _ in range(2):
+        page = ok(api("GET", f"builds/{world.build.build_uuid}/logs"))
+        assert [text for _, text in page["lines"]] == ["hello"]
+    assert "API rate limit not applied: its cache cannot be reached" in caplog.text
