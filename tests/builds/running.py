@@ -1,5 +1,5 @@
-"""Helpers for tests that run builds: queue one, run it as the scheduler would, read
-its log, wait for something to happen."""
+"""Helpers for tests that run builds: a site to build, queue a build, run it as the
+scheduler would, read its log, wait for something to happen."""
 
 import threading
 import time
@@ -9,7 +9,17 @@ from django.db import connections
 
 from builds import scheduler
 from builds.executors.docker import container_name
-from builds.models import Build, LogLine
+from builds.models import Build, LogLine, Trigger
+from tests.conftest import TEST_IMAGE
+from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
+
+
+def site_trigger(account, tmp_path, name: str, files: dict[str, str] | None = None, **fields) -> Trigger:
+    """Worker `name`, whose trigger builds, in the busybox test image, a local bare
+    repository (tmp_path/<name>.git) holding `files`."""
+    url, _ = make_git_repo(tmp_path / f"{name}.git", files or {"README": "hello\n"})
+    connection = make_connection(account, clone_url=url)
+    return make_trigger(make_worker(account, name), connection, **{"build_image": TEST_IMAGE, **fields})
 
 
 def queue_build(trigger, branch="main", commit_hash=""):

@@ -4,21 +4,18 @@ and the reaper after the worker running a build is killed with SIGKILL."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection, transaction
-from django_q.brokers import get_broker
+from django.db import transaction
+from django_q.models import Schedule
 
 from builds import executors, scheduler, tasks
 from builds.models import Build, BuildOutcome, BuildStatus, LogLine
-from tests.builds.running import docker_container_exists, system_lines, wait_for, wait_for_line
-from tests.conftest import TEST_IMAGE
-from tests.factories import make_account, make_connection, make_git_repo, make_trigger, make_worker
+from tests.builds.processes import QCluster, app_env
+from tests.builds.running import docker_container_exists, site_trigger, system_lines, wait_for, wait_for_line
+from tests.factories import make_account
 
 pytestmark = [
     pytest.mark.postgres,
@@ -34,84 +31,38 @@ HEARTBEAT_TIMEOUT = 3
 def cluster_env(tmp_path_factory, django_db_setup, django_db_blocker):
     """The environment of the cluster, whose settings the test process mirrors."""
     with django_db_blocker.unblock():
-        db = connection.settings_dict
-    workspaces = tmp_path_factory.mktemp("cluster-workspaces")
-    return {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "BUILDSITE_Q_WORKERS": "4",
-        "BUILDSITE_EXECUTOR": "docker",
-        "BUILDSITE_WORKSPACE_DIR": str(workspaces),
-        "BUILDSITE_CLONE_PROTOCOLS": "file",
-        "BUILDSITE_CONTAINER_MEMORY": "256m",
-        "BUILDSITE_CONTAINER_CPUS": "1",
-        "BUILDSITE_HEARTBEAT_SECONDS": "1",
-        "BUILDSITE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-    }
-
-
-class Cluster:
-    """`manage.py qcluster` with 4 workers, started on first use; its output goes to a
-    file printed when it stops."""
-
-    def __init__(self, env: dict[str, str], output: Path) -> None:
-        self.env = env
-        self.output = output
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        if self.process is not None:
-            return
-        get_broker().purge_queue()
-        with self.output.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"],
-                cwd=settings.BASE_DIR,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(lambda: b"running." in self.output.read_bytes(), timeout=30, message="the q2 cluster to start")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        print(self.output.read_text()[-5000:])
+        return app_env(
+            tmp_path_factory.mktemp("cluster-workspaces"),
+            BUILDSITE_Q_WORKERS="4",
+            BUILDSITE_HEARTBEAT_SECONDS="1",
+            BUILDSITE_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
+        )
 
 
 @pytest.fixture(scope="module")
 def cluster_once(cluster_env, tmp_path_factory):
-    cluster = Cluster(cluster_env, tmp_path_factory.mktemp("cluster") / "qcluster.log")
+    cluster = QCluster(cluster_env, tmp_path_factory.mktemp("cluster") / "qcluster.log")
     yield cluster
     cluster.stop()
 
 
 @pytest.fixture
-def cluster(cluster_once):
+def cluster(cluster_once, transactional_db):
     # Started here, after the service markers were checked (a module fixture would
     # run before that check).
     cluster_once.start()
+    # These tests sweep when they mean to. The cluster's own once-a-minute sweep (its
+    # schedule is made again by every flush of the tables) would race them: it would
+    # reap the build whose worker the reaper test killed before the test looks.
+    Schedule.objects.filter(name=scheduler.SWEEP_SCHEDULE_NAME).delete()
     return cluster_once
 
 
 @pytest.fixture
 def cluster_settings(settings, cluster_env):
     settings.BUILDSITE_WORKSPACE_DIR = Path(cluster_env["BUILDSITE_WORKSPACE_DIR"])
-    settings.BUILDSITE_DEFAULT_IMAGE = TEST_IMAGE
     settings.BUILDSITE_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
     return settings
-
-
-def site_trigger(account, tmp_path, name: str, **fields):
-    url, _ = make_git_repo(tmp_path / f"{name}.git", {"README": "hello\n"})
-    return make_trigger(make_worker(account, name), make_connection(account, clone_url=url), **fields)
 
 
 def push(trigger, count: int = 1) -> list[Build]:
