@@ -95,6 +95,8 @@
       this.cursor = "";
       this.lastSeq = 0;
       this.following = true;
+      // Where following last put the view: a scrollTop above it is the reader's doing.
+      this.stuckAt = 0;
       this.finished = false;
       this.target = this.targetFromHash();
       // Counters a reader never sees; tests assert they stay zero.
@@ -148,6 +150,9 @@
     }
 
     append(lines) {
+      // A reader's scroll up moves the view before its scroll event is dispatched; a
+      // batch arriving in between must see it, not pull the view back down.
+      if (this.following && this.body.scrollTop < this.stuckAt) this.onScroll();
       const stick = this.following;
       const fragment = document.createDocumentFragment();
       for (const line of lines) {
@@ -160,7 +165,7 @@
       this.root.dataset.lastSeq = String(this.lastSeq);
       this.empty.hidden = this.lastSeq > 0;
       if (this.target && !this.target.shown) this.showTarget();
-      else if (stick) this.body.scrollTop = this.body.scrollHeight;
+      else if (stick) this.toBottom();
     }
 
     render(line) {
@@ -211,7 +216,12 @@
     follow() {
       this.following = true;
       this.followButton.hidden = true;
+      this.toBottom();
+    }
+
+    toBottom() {
       this.body.scrollTop = this.body.scrollHeight;
+      this.stuckAt = this.body.scrollTop;
     }
   }
 

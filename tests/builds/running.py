@@ -1,23 +1,25 @@
-"""Helpers for tests that run builds: queue one, run it as the scheduler would, read
-its log, wait for something to happen, run Buildsite's own processes."""
+"""Helpers for tests that run builds: a site to build, queue a build, run it as the
+scheduler would, read its log, wait for something to happen."""
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import docker
-from django.conf import settings
 from django.db import connections
 
 from builds import scheduler
 from builds.executors.docker import container_name
-from builds.models import Build, LogLine
+from builds.models import Build, LogLine, Trigger
+from tests.conftest import TEST_IMAGE
+from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
+
+
+def site_trigger(account, tmp_path, name: str, files: dict[str, str] | None = None, **fields) -> Trigger:
+    """Worker `name`, whose trigger builds, in the busybox test image, a local bare
+    repository (tmp_path/<name>.git) holding `files`."""
+    url, _ = make_git_repo(tmp_path / f"{name}.git", files or {"README": "hello\n"})
+    connection = make_connection(account, clone_url=url)
+    return make_trigger(make_worker(account, name), connection, **{"build_image": TEST_IMAGE, **fields})
 
 
 def queue_build(trigger, branch="main", commit_hash=""):
@@ -75,64 +77,3 @@ def docker_container_exists(build) -> bool:
     except docker.errors.NotFound:
         return False
     return True
-
-
-class Background:
-    """One of Buildsite's processes (`manage.py qcluster`, daphne) with its own
-    environment, in a session of its own so stopping it stops its children; its output
-    goes to a file, whose end is printed when it stops."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], output: Path, ready: Callable[[], bool], what: str):
-        self.argv = argv
-        self.env = env
-        self.output = output
-        self.ready = ready
-        self.what = what
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Background":
-        """Starts the process, without waiting for it to be ready."""
-        if self.process is None:
-            with self.output.open("ab") as out:
-                self.process = subprocess.Popen(
-                    self.argv,
-                    cwd=settings.BASE_DIR,
-                    env=self.env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        return self
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        def up() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.what} exited: {self.output.read_text()[-3000:]}")
-            return self.ready()
-
-        wait_for(up, timeout=timeout, message=f"{self.what} to start")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        # Whatever of its session is left (a worker that outlived its parent).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process = None
-        print(f"--- {self.what}:\n{self.output.read_text()[-5000:]}")
-
-
-def qcluster(env: dict[str, str], output: Path) -> Background:
-    return Background(
-        [sys.executable, "manage.py", "qcluster"],
-        env,
-        output,
-        ready=lambda: b"running." in output.read_bytes(),
-        what="the q2 cluster",
-    )

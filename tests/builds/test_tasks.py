@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection, transaction
-from django_q.brokers import get_broker
+from django.db import transaction
+from django_q.models import Schedule
 
 from builds import executors, scheduler, tasks
 from builds.models import Build, BuildOutcome, BuildStatus, LogLine
-from tests.builds.running import docker_container_exists, qcluster, system_lines, wait_for, wait_for_line
-from tests.conftest import TEST_IMAGE
-from tests.factories import make_account, make_connection, make_git_repo, make_trigger, make_worker
+from tests.builds.processes import QCluster, app_env
+from tests.builds.running import docker_container_exists, site_trigger, system_lines, wait_for, wait_for_line
+from tests.factories import make_account
 
 pytestmark = [
     pytest.mark.postgres,
@@ -31,51 +31,38 @@ HEARTBEAT_TIMEOUT = 3
 def cluster_env(tmp_path_factory, django_db_setup, django_db_blocker):
     """The environment of the cluster, whose settings the test process mirrors."""
     with django_db_blocker.unblock():
-        db = connection.settings_dict
-    workspaces = tmp_path_factory.mktemp("cluster-workspaces")
-    return {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "BUILDSITE_Q_WORKERS": "4",
-        "BUILDSITE_EXECUTOR": "docker",
-        "BUILDSITE_WORKSPACE_DIR": str(workspaces),
-        "BUILDSITE_CLONE_PROTOCOLS": "file",
-        "BUILDSITE_CONTAINER_MEMORY": "256m",
-        "BUILDSITE_CONTAINER_CPUS": "1",
-        "BUILDSITE_HEARTBEAT_SECONDS": "1",
-        "BUILDSITE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-    }
+        return app_env(
+            tmp_path_factory.mktemp("cluster-workspaces"),
+            BUILDSITE_Q_WORKERS="4",
+            BUILDSITE_HEARTBEAT_SECONDS="1",
+            BUILDSITE_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
+        )
 
 
 @pytest.fixture(scope="module")
 def cluster_once(cluster_env, tmp_path_factory):
-    """`manage.py qcluster` with 4 workers, started on first use."""
-    cluster = qcluster(cluster_env, tmp_path_factory.mktemp("cluster") / "qcluster.log")
+    cluster = QCluster(cluster_env, tmp_path_factory.mktemp("cluster") / "qcluster.log")
     yield cluster
     cluster.stop()
 
 
 @pytest.fixture
-def cluster(cluster_once):
+def cluster(cluster_once, transactional_db):
     # Started here, after the service markers were checked (a module fixture would
     # run before that check).
-    if cluster_once.process is None:
-        get_broker().purge_queue()
-        cluster_once.start().wait_ready()
+    cluster_once.start()
+    # These tests sweep when they mean to. The cluster's own once-a-minute sweep (its
+    # schedule is made again by every flush of the tables) would race them: it would
+    # reap the build whose worker the reaper test killed before the test looks.
+    Schedule.objects.filter(name=scheduler.SWEEP_SCHEDULE_NAME).delete()
     return cluster_once
 
 
 @pytest.fixture
 def cluster_settings(settings, cluster_env):
     settings.BUILDSITE_WORKSPACE_DIR = Path(cluster_env["BUILDSITE_WORKSPACE_DIR"])
-    settings.BUILDSITE_DEFAULT_IMAGE = TEST_IMAGE
     settings.BUILDSITE_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
     return settings
-
-
-def site_trigger(account, tmp_path, name: str, **fields):
-    url, _ = make_git_repo(tmp_path / f"{name}.git", {"README": "hello\n"})
-    return make_trigger(make_worker(account, name), make_connection(account, clone_url=url), **fields)
 
 
 def push(trigger, count: int = 1) -> list[Build]:

@@ -26,11 +26,13 @@ import pytest
 import redis
 from django.conf import settings
 
-from bench.webhooks import HOST, free_port
 from tests.builds.payloads import github_commit, github_push, github_signature
-from tests.builds.running import Background, qcluster, wait_for
+from tests.builds.processes import Daphne, QCluster, database_url, free_port
+from tests.builds.running import wait_for
 from tests.conftest import REQUIRED, TEST_IMAGE
 from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
+
+HOST = "127.0.0.1"  # private services listen on loopback only
 
 
 def need(found: object, service: str, what: str) -> None:
@@ -241,30 +243,18 @@ class Site:
 
     def __init__(self, env: dict[str, str], workdir: Path, web_env: dict[str, str] | None = None) -> None:
         self.env = env
-        self.port = free_port()
-        self.base = f"http://{HOST}:{self.port}"
-        daphne = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(self.port), "buildsite.asgi:application"]
-        self.web = Background(
-            daphne, {**env, **(web_env or {})}, workdir / "daphne.log", ready=self.answers, what="daphne"
-        )
-        self.cluster = qcluster(env, workdir / "qcluster.log")
+        self.web = Daphne({**env, **(web_env or {})}, workdir / "daphne.log")
+        self.cluster = QCluster(env, workdir / "qcluster.log")
+        self.base = self.web.url
 
     def start(self) -> "Site":
         self.web.start()
         self.cluster.start()
-        self.web.wait_ready()
-        self.cluster.wait_ready()
         return self
 
     def stop(self) -> None:
         self.web.stop()
         self.cluster.stop()
-
-    def answers(self) -> bool:
-        try:
-            return self.request("GET", "/healthz")[0] == 200
-        except OSError:
-            return False
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 10
@@ -353,9 +343,8 @@ def test_database_url() -> str:
     and flushed after, the processes started by make_site."""
     from django.db import connection
 
-    db = connection.settings_dict
     assert connection.vendor == "postgresql", "the processes under test share the test database: PostgreSQL only"
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return database_url()
 
 
 @pytest.fixture
