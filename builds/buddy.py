@@ -185,7 +185,8 @@ class BuildTask:
 
     def stop(self, error: BuildError | None) -> None:
         if error is None:
-            self.build.stop(BuildOutcome.SUCCESS)
+            # Every command exited 0, so the build did.
+            self.build.stop(BuildOutcome.SUCCESS, exit_code=0)
         else:
             reason = logs.clean(error.message, self.pump.secrets)[0]
             self.build.stop(error.outcome, reason, exit_code=error.exit_code)

@@ -86,6 +86,7 @@ def test_a_queued_build_runs_and_succeeds_with_its_output_in_order(trigger, repo
     ]
     assert [phase["name"] for phase in build.phases] == ["clone", "build", "deploy"]
     assert [phase["exit_code"] for phase in build.phases] == [None, 0, 0]
+    assert build.exit_code == 0
     lines = system_lines(build)
     assert "Build command: sh build.sh" in lines and "Build command finished in" in lines
     assert "Deploy command finished in" in lines and "Build succeeded in" in lines
