@@ -10,8 +10,11 @@ is one the buddy can delete."""
 
 import contextlib
 import hashlib
+import itertools
 import logging
+import operator
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.utils.socket import read as read_socket
 
 from builds.errors import InternalError, UserError
 from builds.executors import BUILD_HOME, Output
@@ -38,14 +42,15 @@ SLEEP_GRACE_SECONDS = 60
 
 
 # What the Docker SDK raises when the engine fails: requests' own errors pass through
-# it unwrapped when the engine cannot be reached or the connection to it breaks.
-ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+# it unwrapped when the engine cannot be reached or the connection to it breaks, and
+# the socket of a command's output, read directly, raises the socket's own.
+ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException, ConnectionError)
 
 
 def engine_failure(doing: str, error: Exception) -> InternalError:
     """The reason a build ends with when its engine fails: plain words for an engine
     that stopped answering (stopped, restarted, crashed), else the engine's own."""
-    if isinstance(error, requests.exceptions.ConnectionError):
+    if isinstance(error, requests.exceptions.ConnectionError | ConnectionError):
         return InternalError(f"the Docker engine stopped answering while {doing}")
     return InternalError(f"the Docker engine failed while {doing} ({getattr(error, 'explanation', None) or error})")
 
@@ -68,6 +73,55 @@ def engine_answers() -> bool:
     return True
 
 
+# The exec's output is read from its socket this much at a time: a build that prints
+# fast hands the log pump a few large chunks, not a call per line.
+READ_BYTES = 64 * 1024
+FRAME_HEADER = struct.Struct(">BxxxL")
+FRAME_STREAMS = {1: "stdout", 2: "stderr"}
+
+
+class Frames:
+    """Docker's multiplexed stream (a non-TTY exec's stdout and stderr on one socket):
+    frames of an 8-byte header (the stream: 1 stdout, 2 stderr, 3 an error of the
+    engine; three zero bytes; the payload's length, big-endian) and the payload. Feed
+    it what each read returns; frames and their headers may be split across reads."""
+
+    def __init__(self) -> None:
+        self._header = b""
+        self._stream = 0
+        self._left = 0
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        """The payload in `data` as (stream, bytes), consecutive frames of one stream
+        joined, in order. Raises DockerException for an error the engine sent."""
+        pieces: list[tuple[int, bytes]] = []
+        position, end = 0, len(data)
+        while position < end:
+            if self._left:
+                take = min(self._left, end - position)
+                pieces.append((self._stream, data[position : position + take]))
+                position += take
+                self._left -= take
+            elif self._header or end - position < FRAME_HEADER.size:
+                # A header split across reads.
+                missing = FRAME_HEADER.size - len(self._header)
+                self._header += data[position : position + missing]
+                position += missing
+                if len(self._header) == FRAME_HEADER.size:
+                    self._stream, self._left = FRAME_HEADER.unpack(self._header)
+                    self._header = b""
+            else:
+                self._stream, self._left = FRAME_HEADER.unpack_from(data, position)
+                position += FRAME_HEADER.size
+        runs = []
+        for stream, run in itertools.groupby(pieces, key=operator.itemgetter(0)):
+            payload = b"".join(piece for _, piece in run)
+            if stream not in FRAME_STREAMS:
+                raise DockerException(f"error from the engine in the output stream: {payload.decode(errors='replace')}")
+            runs.append((FRAME_STREAMS[stream], payload))
+        return runs
+
+
 class DockerSandbox:
     home = BUILD_HOME
 
@@ -84,11 +138,12 @@ class DockerSandbox:
         api = self.client.api
         try:
             exec_id = api.exec_create(self.container.id, ["/bin/sh", "-c", command], workdir=workdir)["Id"]
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if stdout:
-                    output("stdout", stdout)
-                if stderr:
-                    output("stderr", stderr)
+            with contextlib.closing(api.exec_start(exec_id, socket=True)) as sock:
+                frames = Frames()
+                while (data := read_socket(sock, READ_BYTES)) != b"":
+                    # None: the read was interrupted; read again.
+                    for stream, chunk in frames.feed(data or b""):
+                        output(stream, chunk)
             code = api.exec_inspect(exec_id)["ExitCode"]
         except ENGINE_ERRORS as e:
             raise engine_failure("running the command", e) from e
