@@ -7,7 +7,7 @@ import docker
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from builds import executors
+from builds import executors, logs
 from builds.executors import docker as docker_executor
 from builds.executors import local
 from builds.executors.docker import (
@@ -19,7 +19,7 @@ from builds.executors.docker import (
     installation,
 )
 from builds.executors.local import LocalExecutor, LocalSandbox
-from builds.models import Build, BuildOutcome, LogLine
+from builds.models import Build, BuildOutcome
 from tests.builds.running import in_thread, queue_build, run_queued, wait_for, wait_for_line
 from tests.conftest import TEST_IMAGE
 from tests.factories import make_build, make_connection, make_git_repo, make_trigger, make_worker
@@ -81,9 +81,9 @@ def test_the_local_sandbox_sees_the_workspace_but_not_the_hosts_data(trigger, q_
     build = run_queued(queue_build(trigger))
 
     assert build.build_outcome == BuildOutcome.SUCCESS, build.reason
-    output = list(LogLine.objects.filter(build=build, stream="stdout").values_list("text", flat=True))
+    output = [line.text for line in logs.all_lines(build, "stdout")]
     assert output[:4] == ["hello", "data hidden", "usr read-only", "/opt/buildhome"]
-    assert LogLine.objects.filter(build=build, text__contains="inside bubblewrap").exists()
+    assert any("inside bubblewrap" in line.text for line in logs.all_lines(build, "system"))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -100,8 +100,8 @@ def test_without_bubblewrap_the_build_log_warns_loudly(trigger, q_sync, build_se
         executors._resolve.cache_clear()
 
     assert build.build_outcome == BuildOutcome.SUCCESS
-    assert LogLine.objects.filter(build=build, stream="system", text__startswith="WARNING: bubblewrap").exists()
-    output = list(LogLine.objects.filter(build=build, stream="stdout").values_list("text", flat=True))
+    assert any(line.text.startswith("WARNING: bubblewrap") for line in logs.all_lines(build, "system"))
+    output = [line.text for line in logs.all_lines(build, "stdout")]
     assert output[0] == "hello"
     assert output[1] == str(build_settings.BUILDSITE_WORKSPACE_DIR / str(build.build_uuid) / "repo")
 
