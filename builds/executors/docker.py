@@ -1,7 +1,8 @@
 """The docker executor: one container per build, from the build's image, with the
 workspace bind-mounted as HOME. The container's own process is `sleep` until the
 build's deadline (so a container whose buddy died ends by itself); each phase runs
-in it through `docker exec`, with stdout and stderr kept apart by the Docker API.
+in it through `docker exec`, with stdout and stderr kept apart by the Docker API, and
+with the build's variables, which never enter the container's own configuration.
 
 Hardening: every capability dropped, no-new-privileges, never privileged, no Docker
 socket or other host path but the workspace, memory (without swap), CPU and process
@@ -134,10 +135,12 @@ class DockerSandbox:
             f"{settings.BUILDSITE_CONTAINER_CPUS:g} CPUs, {settings.BUILDSITE_CONTAINER_PIDS} processes)."
         )
 
-    def run(self, command: str, workdir: str, output: Output) -> int:
+    def run(self, command: str, workdir: str, env: dict[str, str], output: Output) -> int:
         api = self.client.api
         try:
-            exec_id = api.exec_create(self.container.id, ["/bin/sh", "-c", command], workdir=workdir)["Id"]
+            exec_id = api.exec_create(
+                self.container.id, ["/bin/sh", "-c", command], workdir=workdir, environment={**env, "HOME": BUILD_HOME}
+            )["Id"]
             with contextlib.closing(api.exec_start(exec_id, socket=True)) as sock:
                 frames = Frames()
                 while (data := read_socket(sock, READ_BYTES)) != b"":
@@ -221,7 +224,7 @@ class DockerExecutor:
         return self._client
 
     @contextlib.contextmanager
-    def environment(self, build, workspace: Path, env: dict[str, str]) -> Iterator[DockerSandbox]:
+    def environment(self, build, workspace: Path) -> Iterator[DockerSandbox]:
         client = self.client
         image = build.build_image
         try:
@@ -237,7 +240,7 @@ class DockerExecutor:
                     INSTALLATION_LABEL: installation(),
                     "buildsite.account": str(build.account_id),
                 },
-                environment={**env, "HOME": BUILD_HOME},
+                environment={"HOME": BUILD_HOME},
                 user=f"{os.getuid()}:{os.getgid()}",
                 working_dir=BUILD_HOME,
                 volumes={str(workspace): {"bind": BUILD_HOME, "mode": "rw"}},

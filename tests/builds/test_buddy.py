@@ -123,6 +123,7 @@ def test_a_failing_command_ends_the_build_with_its_exit_code(trigger, q_sync, bu
     assert "Build failed after" in system_lines(build)
 
 
+@pytest.mark.docker
 @pytest.mark.django_db(transaction=True)
 def test_a_missing_branch_fails_with_gits_error(trigger, q_sync, build_settings):
     build = run_queued(queue_build(trigger, "no-such-branch"))
@@ -131,6 +132,8 @@ def test_a_missing_branch_fails_with_gits_error(trigger, q_sync, build_settings)
     assert build.reason == "Cloning the repository failed: fatal: couldn't find remote ref refs/heads/no-such-branch"
     assert ("stderr", "fatal: couldn't find remote ref refs/heads/no-such-branch") in log_of(build)
     assert build.running_on is None
+    # The container, started while git ran, went with the workspace.
+    assert not docker_container_exists(build)
     assert not any(build_settings.BUILDSITE_WORKSPACE_DIR.iterdir())
 
 

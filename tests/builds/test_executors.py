@@ -60,6 +60,9 @@ def test_a_build_container_is_unprivileged_and_limited(trigger, q_sync, build_se
         ]
         assert not any("docker.sock" in m["Source"] for m in mounts)
         assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+        # The build's variables (secrets too) go to each command, not into the
+        # container's configuration, which anyone who may inspect containers can read.
+        assert not [v for v in container.attrs["Config"]["Env"] if v.startswith(("CI=", "WORKERS_CI"))]
         assert container.labels[BUILD_LABEL] == str(build.build_uuid)
         assert container.labels[INSTALLATION_LABEL] == installation()
         assert Build.objects.get(pk=build.pk).container_id == container.id
@@ -167,8 +170,8 @@ def test_docker_output_keeps_stdout_and_stderr_apart_and_in_order(
         "echo first; sleep 0.2; echo second >&2; sleep 0.2; echo third; "
         "for i in $(seq 1 2000); do echo out $i; echo err $i >&2; done; printf end"
     )
-    with DockerExecutor().environment(build, tmp_path, {}) as sandbox:
-        code = sandbox.run(command, sandbox.home, lambda stream, data: received.append((stream, data)))
+    with DockerExecutor().environment(build, tmp_path) as sandbox:
+        code = sandbox.run(command, sandbox.home, {}, lambda stream, data: received.append((stream, data)))
     assert code == 0
     stdout = b"".join(data for stream, data in received if stream == "stdout").decode()
     stderr = b"".join(data for stream, data in received if stream == "stderr").decode()
@@ -180,10 +183,14 @@ def test_docker_output_keeps_stdout_and_stderr_apart_and_in_order(
 
 def test_local_build_processes_are_found_and_killed_by_build_id(tmp_path):
     build_uuid = str(uuid.uuid4())
-    sandbox = LocalSandbox(tmp_path, {"WORKERS_CI_BUILD_UUID": build_uuid}, sandboxed=False)
+    sandbox = LocalSandbox(tmp_path, sandboxed=False)
     result = {}
     runner = threading.Thread(
-        target=lambda: result.update(code=sandbox.run("echo up; sleep 30", str(tmp_path), lambda s, d: None))
+        target=lambda: result.update(
+            code=sandbox.run(
+                "echo up; sleep 30", str(tmp_path), {"WORKERS_CI_BUILD_UUID": build_uuid}, lambda s, d: None
+            )
+        )
     )
     runner.start()
     executor = LocalExecutor()
