@@ -294,5 +294,6 @@ class DockerExecutor:
 
     def leftovers(self) -> set[str]:
         ours = [BUILD_LABEL, f"{INSTALLATION_LABEL}={installation()}"]
-        containers = self.client.containers.list(all=True, filters={"label": ours})
+        # ignore_removed: a build's container removed while the list is read is no leftover.
+        containers = self.client.containers.list(all=True, filters={"label": ours}, ignore_removed=True)
         return {container.labels[BUILD_LABEL] for container in containers}
