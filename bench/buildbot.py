@@ -290,7 +290,8 @@ class Buildsite:
         until(lambda: b"running." in (processes.logs / f"qcluster-{executor}.log").read_bytes(), 60, "the q2 cluster")
 
     def push(self, body: bytes, headers: dict[str, str]) -> float:
-        from builds.models import Build, LogLine
+        from builds import logs
+        from builds.models import Build
 
         pushed = time.time()
         status, answer = http("POST", f"{self.base}/webhooks/{self.connection.uuid}", body, headers)
@@ -302,8 +303,8 @@ class Buildsite:
         )
         if build.build_outcome != "success":
             sys.exit(f"The {self.name} build did not succeed: {build.reason}")
-        lines = LogLine.objects.filter(build=build, stream="stdout").order_by("seq").values_list("text", flat=True)
-        return first_command_time(list(lines), self.name) - pushed
+        lines = [line.text for line in logs.all_lines(build, "stdout")]
+        return first_command_time(lines, self.name) - pushed
 
     def delete(self) -> None:
         from builds.models import Build, Trigger

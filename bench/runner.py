@@ -111,8 +111,8 @@ def main() -> None:
     from django.utils import timezone
 
     from accounts.models import Account
-    from builds import scheduler
-    from builds.models import Build, LogLine, RepoConnection, Trigger, Worker
+    from builds import logs, scheduler
+    from builds.models import Build, RepoConnection, Trigger, Worker
     from tests.factories import commit_files, make_git_repo
 
     call_command("migrate", verbosity=0)
@@ -166,7 +166,7 @@ def main() -> None:
             pushed, build = push(commit)
             build = wait_stopped(build)
             assert build.build_outcome == "success", build.reason
-            first = LogLine.objects.filter(build=build, stream="stdout").order_by("seq").first()
+            first = next(logs.all_lines(build, "stdout"))
             assert first.text == FIRST_LINE
             to_running.append((build.running_on - pushed).total_seconds())
             to_first_line.append((first.timestamp - pushed).total_seconds())
@@ -183,9 +183,7 @@ def main() -> None:
         build = wait_stopped(build)
         wall = (build.stopped_on - pushed).total_seconds()
         breakdown = timeline(build, pushed)
-        stored = list(
-            LogLine.objects.filter(build=build, stream="stdout").order_by("seq").values_list("text", flat=True)
-        )
+        stored = [line.text for line in logs.all_lines(build, "stdout")]
         expected = [f"build output line {i}" for i in range(1, args.lines + 1)]
         lost = args.lines - len(stored)
         in_order = stored == expected

@@ -14,7 +14,6 @@ from builds.models import (
     BuildSource,
     DeployHook,
     EnvironmentVariable,
-    LogLine,
     RepoConnection,
     Trigger,
     WebhookDelivery,
@@ -204,15 +203,6 @@ class BuildAdmin(ReadOnlyAdmin):
         build = self.get_object(request, unquote(object_id))
         extra = {"socket_path": f"/ws/admin/builds/{build.build_uuid}/"} if build else {}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
-
-
-@admin.register(LogLine)
-class LogLineAdmin(ReadOnlyAdmin):
-    list_display = ["build", "seq", "timestamp", "stream", "text"]
-    list_filter = ["stream"]
-    search_fields = ["build__build_uuid"]
-    raw_id_fields = ["build"]
-    show_full_result_count = False
 
 
 @admin.register(WebhookDelivery)

@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -207,16 +208,22 @@ class BuildTask:
         build = self.build
         self.pump.system(f"Build {build.build_uuid} of {build.repo_name or build.clone_url} on {socket.gethostname()}")
         workspace = environment.enter_context(executors.workspace(str(build.build_uuid)))
-        commit = self.clone(workspace)
-        root = self.root_directory(workspace)
-        executor = executors.get_executor()
-        sandbox = environment.enter_context(executor.environment(build, workspace, self.environment(commit)))
+        sandbox_cm = executors.get_executor().environment(build, workspace)
+        # Starting a container takes a few hundred milliseconds: it starts while the
+        # clone runs. A failed clone still ends the build first (its error wins), and
+        # the sandbox, once started, is removed with the rest of the environment.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox") as starter:
+            starting = starter.submit(carrying_context(lambda: environment.enter_context(sandbox_cm)))
+            commit = self.clone(workspace)
+            root = self.root_directory(workspace)
+            sandbox = starting.result()
         self.pump.system(sandbox.description)
         if not build.transition(BuildStatus.RUNNING, container_id=sandbox.container_id):
             raise Stopped
         workdir = posixpath.join(sandbox.home, "repo", root)
-        self.command(sandbox, workdir, "build", "Build command", build.build_command)
-        self.command(sandbox, workdir, "deploy", "Deploy command", build.deploy_command)
+        env = self.environment(commit)
+        self.command(sandbox, workdir, env, "build", "Build command", build.build_command)
+        self.command(sandbox, workdir, env, "deploy", "Deploy command", build.deploy_command)
 
     @contextlib.contextmanager
     def phase(self, name: str, label: str, announcement: str) -> Iterator[dict]:
@@ -289,7 +296,9 @@ class BuildTask:
             raise UserError(f"The root directory {self.build.root_directory} is not a directory of the repository")
         return root
 
-    def command(self, sandbox: executors.Sandbox, workdir: str, name: str, label: str, command: str) -> None:
+    def command(
+        self, sandbox: executors.Sandbox, workdir: str, env: dict[str, str], name: str, label: str, command: str
+    ) -> None:
         if not command.strip():
             self.pump.system(f"No {label.lower()}")
             return
@@ -297,7 +306,7 @@ class BuildTask:
         with self.phase(name, label, f"{label}: {command}") as record:
             with self.watch.killing(sandbox.kill):
                 try:
-                    record["exit_code"] = sandbox.run(command, workdir, self.pump.write)
+                    record["exit_code"] = sandbox.run(command, workdir, env, self.pump.write)
                 except Exception:
                     # An engine error because the build was killed is not an error.
                     self.watch.check()

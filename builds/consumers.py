@@ -102,6 +102,9 @@ class Watch:
                 self.subscribed.set()
                 while True:
                     message = await layer.receive(channel)
+                    if message["type"] == "build.logs":
+                        # Once per process, for every socket of this build.
+                        message["lines"] = logs.chunk_lines(message["chunks"])
                     for consumer in self.consumers:
                         consumer.inbox.put_nowait(message)
                     if message["type"] == "build.logs" and message["lines"]:

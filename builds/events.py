@@ -52,6 +52,8 @@ def build_changed(build) -> None:
     send(account_group(build.account_id), message)
 
 
-def log_batch(build_uuid, lines: list[dict]) -> None:
-    """A batch of stored lines (builds.logs.line_payload dicts), in seq order."""
-    send(build_group(build_uuid), {"type": "build.logs", "build_uuid": str(build_uuid), "lines": lines})
+def log_batch(build_uuid, chunks: list[dict]) -> None:
+    """A batch of stored lines as the chunks that hold them (what builds.logs.append
+    returns), in seq order: a dict per chunk, not per line, keeps a build that prints
+    a million lines from costing a million dicts here. Consumers expand them."""
+    send(build_group(build_uuid), {"type": "build.logs", "build_uuid": str(build_uuid), "chunks": chunks})

@@ -1,29 +1,39 @@
-"""Build logs: the cursor codec and the reads that the API, the dashboard and the
-websocket consumers share. A cursor is an opaque token for "after this sequence
-number"; following it until no lines come back reads the whole log, and the same
-cursor later returns only lines stored since."""
+"""Build logs: how output is cleaned, stored and read. Lines are stored in chunks (a
+LogChunk holds a run of consecutive lines of one stream) and read as lines, with a
+sequence number each. A cursor is an opaque token for "after this sequence number";
+following it until no lines come back reads the whole log, and the same cursor later
+returns only lines stored since."""
 
 import base64
 import binascii
 import codecs
-import datetime
+import itertools
+import operator
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from builds import events
-from builds.models import Build, LogLine, LogStream
+from builds.models import Build, LogChunk, LogLine, LogStream
 from buildsite import metrics
 from buildsite.structured_logging import carrying_context
 
 DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 5000
 MAX_SEQ = 2**31 - 1
+MASK = "***"
+MAX_LINE_CHARS = 64 * 1024
+# A chunk holds at most this many lines and, unless its one line is longer, this many
+# characters: reading a page of the log never loads a huge row.
+MAX_CHUNK_LINES = 1000
+MAX_CHUNK_CHARS = 256 * 1024
+# Chunks fetched at a time when reading a whole log: a few MB in memory at most.
+READ_CHUNKS = 20
 
 
 class InvalidCursor(ValueError):
@@ -40,7 +50,7 @@ def decode_cursor(cursor: str | None) -> int:
         return 0
     try:
         version, _, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
-        # No sequence number beyond what LogLine.seq (a PositiveIntegerField) holds.
+        # No sequence number beyond what LogChunk.last_seq (a PositiveIntegerField) holds.
         if version != "v1" or not seq.isdigit() or int(seq) > MAX_SEQ:
             raise ValueError
         return int(seq)
@@ -51,7 +61,31 @@ def decode_cursor(cursor: str | None) -> int:
 def lines_after(build: Build, after_seq: int, limit: int = DEFAULT_PAGE_LINES) -> list[LogLine]:
     """Up to `limit` stored lines of the build with seq > after_seq, in order."""
     limit = max(1, min(limit, MAX_PAGE_LINES))
-    return list(LogLine.objects.filter(build=build, seq__gt=after_seq).order_by("seq")[:limit])
+    up_to = after_seq + limit
+    # Sequence numbers have no gaps, so the chunks that hold the page are those that
+    # end after after_seq and start by up_to; as no chunk holds more than
+    # MAX_CHUNK_LINES lines, they all end before up_to + MAX_CHUNK_LINES, which bounds
+    # the range read from the (build, last_seq) index.
+    chunks = LogChunk.objects.filter(
+        build=build, last_seq__gt=after_seq, last_seq__lt=up_to + MAX_CHUNK_LINES, first_seq__lte=up_to
+    ).order_by("last_seq")
+    return [line for chunk in chunks for line in chunk.lines(after_seq, up_to)]
+
+
+def all_lines(build: Build, stream: str | None = None) -> Iterator[LogLine]:
+    """Every stored line of the build (or of one of its streams), in order."""
+    chunks = LogChunk.objects.filter(build=build).order_by("last_seq")
+    if stream is not None:
+        chunks = chunks.filter(stream=stream)
+    for chunk in chunks.iterator(chunk_size=READ_CHUNKS):
+        yield from chunk.lines()
+
+
+def raw_text(build: Build) -> Iterator[str]:
+    """The whole log as text, one piece per stored chunk, each ending in a newline."""
+    chunks = LogChunk.objects.filter(build=build).order_by("last_seq").values_list("text", flat=True)
+    for text in chunks.iterator(chunk_size=READ_CHUNKS):
+        yield text + "\n"
 
 
 def line_payload(line: LogLine) -> dict:
@@ -59,14 +93,19 @@ def line_payload(line: LogLine) -> dict:
     return {"seq": line.seq, "ts": line.timestamp.timestamp(), "stream": line.stream, "text": line.text}
 
 
-MASK = "***"
-MAX_LINE_CHARS = 64 * 1024
+def chunk_lines(chunks: Iterable[dict]) -> list[dict]:
+    """The line_payload dicts of chunk payloads (what append() returns and publishes)."""
+    return [
+        {"seq": seq, "ts": chunk["ts"], "stream": chunk["stream"], "text": text}
+        for chunk in chunks
+        for seq, text in enumerate(chunk["text"].split("\n"), chunk["first_seq"])
+    ]
 
 
 def clean(text: str, secrets: Iterable[str] = ()) -> list[str]:
     """Text ready to store: NUL bytes removed, secret values replaced by ***, and split
     into pieces of at most 64 KiB so one runaway line cannot bloat a page."""
-    return _clean(text, mask_order(secrets))
+    return split_long_line(mask(text, mask_order(secrets)))
 
 
 def mask_order(secrets: Iterable[str]) -> tuple[str, ...]:
@@ -74,23 +113,69 @@ def mask_order(secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
 
-def _clean(text: str, ordered_secrets: tuple[str, ...]) -> list[str]:
+def mask(text: str, ordered_secrets: tuple[str, ...]) -> str:
+    """NUL bytes removed and secret values replaced, in any number of lines at once."""
     text = text.replace("\x00", "")
     for secret in ordered_secrets:
         text = text.replace(secret, MASK)
-    if len(text) <= MAX_LINE_CHARS:
-        return [text]
-    return [text[i : i + MAX_LINE_CHARS] for i in range(0, len(text), MAX_LINE_CHARS)]
+    return text
+
+
+def split_long_line(line: str) -> list[str]:
+    if len(line) <= MAX_LINE_CHARS:
+        return [line]
+    return [line[i : i + MAX_LINE_CHARS] for i in range(0, len(line), MAX_LINE_CHARS)]
+
+
+def chunks_of(entries: Sequence[tuple[str, str]], ordered_secrets: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """(stream, text, number of lines) of the chunks that store the entries' lines. Each
+    run of consecutive entries of one stream is cleaned as one text and cut into lines
+    and chunks by str methods, not line by line: a build may print a million lines."""
+    chunks = []
+    for stream, run in itertools.groupby(entries, key=operator.itemgetter(0)):
+        text = mask("\n".join(entry[1] for entry in run), ordered_secrets)
+        lines = text.split("\n")
+        if len(text) > MAX_LINE_CHARS and max(map(len, lines)) > MAX_LINE_CHARS:
+            lines = [piece for line in lines for piece in split_long_line(line)]
+        start = 0
+        while start < len(lines):
+            group = lines[start : start + MAX_CHUNK_LINES]
+            text = "\n".join(group)
+            if len(text) > MAX_CHUNK_CHARS:
+                # Long lines: as many as fit, and at least one.
+                sizes = itertools.accumulate(len(line) + 1 for line in group)
+                group = group[: max(1, sum(1 for size in sizes if size <= MAX_CHUNK_CHARS + 1))]
+                text = "\n".join(group)
+            chunks.append((stream, text, len(group)))
+            start += len(group)
+    return chunks
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def lines_within(text: str, budget: int) -> tuple[str, int, int]:
+    """(text, number of lines, size) of the first lines of text that fit in budget,
+    counting each line's UTF-8 bytes and a newline, as the log's size does."""
+    taken, size = [], 0
+    for line in text.split("\n"):
+        line_size = utf8_size(line) + 1
+        if size + line_size > budget:
+            break
+        taken.append(line)
+        size += line_size
+    return "\n".join(taken), len(taken), size
 
 
 def append(build: Build, entries: Sequence[tuple[str, str]], secrets: Iterable[str] = ()) -> list[dict]:
-    """Store (stream, text) entries as the build's next lines and publish them after
-    commit; returns the stored lines as line_payload dicts. Safe from any process:
-    sequence numbers are taken under the build row's lock. Past BUILDSITE_LOG_MAX_BYTES
-    lines are dropped and the log marked truncated."""
-    ordered_secrets = mask_order(secrets)
-    pieces = [(stream, piece) for stream, text in entries for piece in _clean(text, ordered_secrets)]
-    if not pieces:
+    """Store (stream, text) entries as the build's next lines (a text with newlines is
+    several lines) and publish them after commit; returns the stored chunks as dicts
+    (first_seq, last_seq, ts, stream, text). Safe from any process: sequence numbers
+    are taken under the build row's lock. Past BUILDSITE_LOG_MAX_BYTES (each line's
+    UTF-8 bytes and a newline) lines are dropped and the log marked truncated."""
+    pending = chunks_of(entries, mask_order(secrets))
+    if not pending:
         return []
     now = timezone.now()
     outermost = not connection.in_atomic_block
@@ -105,60 +190,55 @@ def append(build: Build, entries: Sequence[tuple[str, str]], secrets: Iterable[s
         row = Build.objects.select_for_update().values("log_seq", "log_bytes", "log_truncated").get(pk=build.pk)
         seq, size, truncated = row["log_seq"], row["log_bytes"], row["log_truncated"]
         max_bytes = settings.BUILDSITE_LOG_MAX_BYTES
-        rows = []
-        for stream, text in pieces:
-            size += (len(text) if text.isascii() else len(text.encode())) + 1
-            if size > max_bytes:
+        chunks = []
+        for stream, text, count in pending:
+            chunk_size = utf8_size(text) + count
+            if size + chunk_size > max_bytes:
+                text, count, chunk_size = lines_within(text, max_bytes - size)
                 truncated = True
+            if count:
+                chunks.append(
+                    LogChunk(
+                        build_id=build.pk,
+                        first_seq=seq + 1,
+                        last_seq=seq + count,
+                        timestamp=now,
+                        stream=stream,
+                        text=text,
+                    )
+                )
+                seq += count
+                size += chunk_size
+            if truncated:
                 break
-            seq += 1
-            rows.append((seq, stream, text))
-        insert_lines(build.pk, now, rows)
-        Build.objects.filter(pk=build.pk).update(log_seq=seq, log_bytes=min(size, max_bytes), log_truncated=truncated)
-        ts = now.timestamp()
-        payloads = [{"seq": seq, "ts": ts, "stream": stream, "text": text} for seq, stream, text in rows]
-        if payloads:
-            transaction.on_commit(lambda: events.log_batch(build.build_uuid, payloads))
-            transaction.on_commit(lambda: metrics.log_lines_stored.inc(len(payloads)))
-    return payloads
-
-
-def insert_lines(build_id: int, timestamp: datetime.datetime, rows: list[tuple[int, str, str]]) -> None:
-    """Rows of (seq, stream, text). PostgreSQL gets them through one COPY, many times
-    faster than INSERTs of model instances, which matters for builds that print
-    hundreds of thousands of lines."""
-    if not rows:
-        return
-    if connection.vendor != "postgresql":
-        LogLine.objects.bulk_create(
-            LogLine(build_id=build_id, seq=seq, timestamp=timestamp, stream=stream, text=text)
-            for seq, stream, text in rows
+        LogChunk.objects.bulk_create(chunks)
+        Build.objects.filter(pk=build.pk).update(
+            log_seq=seq, log_bytes=max_bytes if truncated else size, log_truncated=truncated
         )
-        return
-    prefix, ts = f"{build_id}\t", timestamp.isoformat()
-    data = "".join(f"{prefix}{seq}\t{ts}\t{stream}\t{copy_escape(text)}\n" for seq, stream, text in rows)
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(
-            f"COPY {LogLine._meta.db_table} (build_id, seq, timestamp, stream, text) FROM STDIN"
-        ) as copy:
-            copy.write(data)
-
-
-def copy_escape(text: str) -> str:
-    """Text as a column of COPY's text format."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        ts = now.timestamp()
+        payloads = [
+            {"first_seq": c.first_seq, "last_seq": c.last_seq, "ts": ts, "stream": c.stream, "text": c.text}
+            for c in chunks
+        ]
+        if payloads:
+            stored = seq + 1 - payloads[0]["first_seq"]
+            transaction.on_commit(lambda: events.log_batch(build.build_uuid, payloads))
+            transaction.on_commit(lambda: metrics.log_lines_stored.inc(stored))
+    return payloads
 
 
 # Stop waiting for more lines once output has been quiet this long: the burst is over,
 # and a person watching the log should not wait the full flush interval for it.
 QUIET_SECONDS = 0.02
 BACKLOG_BATCH_FACTOR = 20
+QUEUE_TEXTS = 256
 _END = object()
 
 
 def mask_values(secrets: Iterable[str]) -> list[str]:
     """What to mask for these secret values: each value, and each long enough line of a
-    multi-line value (a private key, say), since a log is masked one line at a time."""
+    multi-line value (a private key, say), whose lines may reach the log apart:
+    indented, with other line endings, or in separate batches."""
     values = set()
     for secret in secrets:
         values.add(secret)
@@ -168,10 +248,11 @@ def mask_values(secrets: Iterable[str]) -> list[str]:
 
 class LogPump:
     """Feeds a build's output into append(). Bytes from each stream are decoded and
-    split into lines; lines are stored and published in batches, at least every
-    BUILDSITE_LOG_FLUSH_SECONDS or every BUILDSITE_LOG_FLUSH_LINES lines, whichever
-    comes first, by a thread of its own, so the reader never waits for the database
-    (until the bounded queue fills: then the build's output is slowed, not lost).
+    cut after their last complete line; lines are stored and published in batches, at
+    least every BUILDSITE_LOG_FLUSH_SECONDS or every BUILDSITE_LOG_FLUSH_LINES lines,
+    whichever comes first, by a thread of its own, so the reader never waits for the
+    database (until the bounded queue fills: then the build's output is slowed, not
+    lost). What goes through the queue is one text per write, not one item per line.
 
     Use as a context manager; leaving it stores every line written, then raises if
     storing failed."""
@@ -179,7 +260,8 @@ class LogPump:
     def __init__(self, build: Build, secrets: Iterable[str] = ()) -> None:
         self.build = build
         self.secrets = mask_values(secrets)
-        self._queue: queue.Queue = queue.Queue(maxsize=1000)
+        # (stream, text of one or more lines): at most a few hundred reads of output.
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_TEXTS)
         self._partial: dict[str, str] = {}
         self._decoders: dict[str, codecs.IncrementalDecoder] = {}
         self._thread = threading.Thread(
@@ -199,22 +281,25 @@ class LogPump:
         decoder = self._decoders.get(stream)
         if decoder is None:
             decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        *lines, rest = (self._partial.pop(stream, "") + decoder.decode(data)).split("\n")
-        if rest:
-            self._partial[stream] = rest
-        if lines:
-            self._queue.put([(stream, line.removesuffix("\r")) for line in lines])
+        text = self._partial.pop(stream, "") + decoder.decode(data)
+        end = text.rfind("\n") + 1
+        if end < len(text):
+            self._partial[stream] = text[end:]
+        if end:
+            # A line ends at "\n" or "\r\n".
+            self._queue.put((stream, text[:end].replace("\r\n", "\n")[:-1]))
 
     def system(self, text: str) -> None:
-        """A line from Buildsite itself (phase announcements, outcome)."""
-        self._queue.put([(LogStream.SYSTEM, text)])
+        """A message from Buildsite itself (phase announcements, outcome); each of its
+        lines is a line of the log."""
+        self._queue.put((LogStream.SYSTEM, text))
 
     def end_of_output(self) -> None:
         """A command ended: its last line counts even without a newline."""
         for stream, decoder in self._decoders.items():
             rest = self._partial.pop(stream, "") + decoder.decode(b"", final=True)
             if rest:
-                self._queue.put([(stream, rest.removesuffix("\r"))])
+                self._queue.put((stream, rest.removesuffix("\r")))
         self._decoders.clear()
 
     def close(self) -> None:
@@ -234,9 +319,9 @@ class LogPump:
                 item = self._queue.get()
                 if item is _END:
                     break
-                batch = list(item)
+                batch, lines = [item], line_count(item)
                 deadline = time.monotonic() + settings.BUILDSITE_LOG_FLUSH_SECONDS
-                while len(batch) < flush_lines:
+                while lines < flush_lines:
                     wait = min(QUIET_SECONDS, deadline - time.monotonic())
                     try:
                         item = self._queue.get(timeout=max(wait, 0))
@@ -245,11 +330,13 @@ class LogPump:
                     if item is _END:
                         ended = True
                         break
-                    batch.extend(item)
-                # Lines already waiting go into the same transaction: when the database
-                # is the bottleneck, batches grow instead of the backlog (up to a size
-                # that keeps one transaction and one websocket message reasonable).
-                while not ended and len(batch) < BACKLOG_BATCH_FACTOR * flush_lines:
+                    batch.append(item)
+                    lines += line_count(item)
+                # Output already waiting goes into the same transaction: when the
+                # database is the bottleneck, batches grow instead of the backlog (up
+                # to a size that keeps one transaction and one websocket message
+                # reasonable).
+                while not ended and lines < BACKLOG_BATCH_FACTOR * flush_lines:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -257,7 +344,8 @@ class LogPump:
                     if item is _END:
                         ended = True
                         break
-                    batch.extend(item)
+                    batch.append(item)
+                    lines += line_count(item)
                 if self._error is None:
                     try:
                         append(self.build, batch, self.secrets)
@@ -265,3 +353,7 @@ class LogPump:
                         self._error = e
         finally:
             connection.close()
+
+
+def line_count(entry: tuple[str, str]) -> int:
+    return entry[1].count("\n") + 1

@@ -1,5 +1,5 @@
 """The build domain: workers, repository connections, triggers and their variables,
-builds, their log lines, webhook deliveries and deploy hooks. Field names follow the
+builds, their logs, webhook deliveries and deploy hooks. Field names follow the
 Cloudflare Workers Builds API."""
 
 import copy
@@ -8,6 +8,7 @@ import fnmatch
 import re
 import secrets
 import uuid
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -540,30 +541,50 @@ class LogStream(models.TextChoices):
     SYSTEM = "system"
 
 
-class LogLine(models.Model):
-    """One line of a build's log. `seq` increases by one per line within a build, and
-    is what cursors encode."""
+class LogLine(NamedTuple):
+    """One line of a build's log, as readers see it. `seq` increases by one per line
+    within a build, and is what cursors encode."""
 
-    # No database-level constraint and no index of its own, for the log's write rate:
-    # the constraint's per-row check tripled the cost of storing a line, and the
-    # unique (build, seq) index below serves every lookup by build. The one writer,
-    # logs.append, inserts only under a lock on the build's row; deleting a build
-    # deletes its lines through the ORM's cascade.
-    build = models.ForeignKey(
-        Build, on_delete=models.CASCADE, related_name="log_lines", db_constraint=False, db_index=False
-    )
-    seq = models.PositiveIntegerField()
+    seq: int
+    timestamp: datetime.datetime
+    stream: str
+    text: str
+
+
+class LogChunk(models.Model):
+    """Consecutive lines of one stream of a build's log, stored together (as GitLab
+    stores build trace chunks): lines first_seq..last_seq, joined by "\n" in `text`;
+    a line never contains one. One row per run of lines that arrived together costs
+    the database a fraction of one row per line, which matters for builds that print
+    hundreds of thousands of lines. builds.logs bounds a chunk's size, so reading a
+    page of the log never loads a huge row."""
+
+    # No index of its own: the unique (build, last_seq) index below serves every
+    # lookup by build.
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="log_chunks", db_index=False)
+    first_seq = models.PositiveIntegerField()
+    last_seq = models.PositiveIntegerField()
     timestamp = models.DateTimeField()
     stream = models.CharField(max_length=8, choices=LogStream.choices)
     text = models.TextField()
 
     class Meta:
-        ordering = ["build", "seq"]
-        # Also the index for "lines of a build after a sequence number".
-        constraints = [models.UniqueConstraint(fields=["build", "seq"], name="log_line_unique_seq")]
+        ordering = ["build", "last_seq"]
+        # Also the index for "the chunks of a build that end after a sequence number".
+        constraints = [models.UniqueConstraint(fields=["build", "last_seq"], name="log_chunk_unique_last_seq")]
 
     def __str__(self) -> str:
-        return f"{self.seq}: {self.text[:80]}"
+        return f"{self.first_seq}-{self.last_seq}: {self.text[:80]}"
+
+    def lines(self, after_seq: int = 0, up_to_seq: int | None = None) -> list[LogLine]:
+        """The chunk's lines with after_seq < seq <= up_to_seq."""
+        texts = self.text.split("\n")
+        start = max(after_seq + 1 - self.first_seq, 0)
+        stop = len(texts) if up_to_seq is None else max(up_to_seq + 1 - self.first_seq, 0)
+        return [
+            LogLine(seq, self.timestamp, self.stream, text)
+            for seq, text in enumerate(texts[start:stop], self.first_seq + start)
+        ]
 
 
 class DeliveryOutcome(models.TextChoices):

@@ -2,10 +2,11 @@
 (a subprocess, inside bubblewrap when installed) for machines without a Docker engine.
 Both have the same small shape:
 
-- `executor.environment(build, workspace, env)` is a context manager: it starts the
-  build's sandbox on entry and always removes it on exit, whatever happened;
-- `sandbox.run(command, workdir, output)` runs one command, feeds
-  `output(stream, bytes)` and returns the exit code; `sandbox.kill()` stops it
+- `executor.environment(build, workspace)` is a context manager: it starts the
+  build's sandbox on entry and always removes it on exit, whatever happened; it needs
+  nothing from the clone, so the buddy starts it while the clone runs;
+- `sandbox.run(command, workdir, env, output)` runs one command with these environment
+  variables, feeds `output(stream, bytes)` and returns the exit code; `sandbox.kill()` stops it
   from another thread; `sandbox.limit_hit()` names the resource limit a failed command
   ran into, if any;
 - `executor.kill(uuid)`, `executor.remove(uuid)` and `executor.leftovers()` find a
@@ -42,7 +43,7 @@ class Sandbox(Protocol):
     # What Build.container_id records ("" where there is no container).
     container_id: str
 
-    def run(self, command: str, workdir: str, output: Output) -> int: ...
+    def run(self, command: str, workdir: str, env: dict[str, str], output: Output) -> int: ...
 
     def kill(self) -> None: ...
 
@@ -52,7 +53,7 @@ class Sandbox(Protocol):
 class Executor(Protocol):
     name: str
 
-    def environment(self, build, workspace: Path, env: dict[str, str]) -> AbstractContextManager[Sandbox]: ...
+    def environment(self, build, workspace: Path) -> AbstractContextManager[Sandbox]: ...
 
     def kill(self, build_uuid: str) -> None: ...
 

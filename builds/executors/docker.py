@@ -1,7 +1,8 @@
 """The docker executor: one container per build, from the build's image, with the
 workspace bind-mounted as HOME. The container's own process is `sleep` until the
 build's deadline (so a container whose buddy died ends by itself); each phase runs
-in it through `docker exec`, with stdout and stderr kept apart by the Docker API.
+in it through `docker exec`, with stdout and stderr kept apart by the Docker API, and
+with the build's variables, which never enter the container's own configuration.
 
 Hardening: every capability dropped, no-new-privileges, never privileged, no Docker
 socket or other host path but the workspace, memory (without swap), CPU and process
@@ -10,8 +11,11 @@ is one the buddy can delete."""
 
 import contextlib
 import hashlib
+import itertools
 import logging
+import operator
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.utils.socket import read as read_socket
 
 from builds.errors import InternalError, UserError
 from builds.executors import BUILD_HOME, Output
@@ -38,14 +43,15 @@ SLEEP_GRACE_SECONDS = 60
 
 
 # What the Docker SDK raises when the engine fails: requests' own errors pass through
-# it unwrapped when the engine cannot be reached or the connection to it breaks.
-ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+# it unwrapped when the engine cannot be reached or the connection to it breaks, and
+# the socket of a command's output, read directly, raises the socket's own.
+ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException, ConnectionError)
 
 
 def engine_failure(doing: str, error: Exception) -> InternalError:
     """The reason a build ends with when its engine fails: plain words for an engine
     that stopped answering (stopped, restarted, crashed), else the engine's own."""
-    if isinstance(error, requests.exceptions.ConnectionError):
+    if isinstance(error, requests.exceptions.ConnectionError | ConnectionError):
         return InternalError(f"the Docker engine stopped answering while {doing}")
     return InternalError(f"the Docker engine failed while {doing} ({getattr(error, 'explanation', None) or error})")
 
@@ -68,6 +74,55 @@ def engine_answers() -> bool:
     return True
 
 
+# The exec's output is read from its socket this much at a time: a build that prints
+# fast hands the log pump a few large chunks, not a call per line.
+READ_BYTES = 64 * 1024
+FRAME_HEADER = struct.Struct(">BxxxL")
+FRAME_STREAMS = {1: "stdout", 2: "stderr"}
+
+
+class Frames:
+    """Docker's multiplexed stream (a non-TTY exec's stdout and stderr on one socket):
+    frames of an 8-byte header (the stream: 1 stdout, 2 stderr, 3 an error of the
+    engine; three zero bytes; the payload's length, big-endian) and the payload. Feed
+    it what each read returns; frames and their headers may be split across reads."""
+
+    def __init__(self) -> None:
+        self._header = b""
+        self._stream = 0
+        self._left = 0
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        """The payload in `data` as (stream, bytes), consecutive frames of one stream
+        joined, in order. Raises DockerException for an error the engine sent."""
+        pieces: list[tuple[int, bytes]] = []
+        position, end = 0, len(data)
+        while position < end:
+            if self._left:
+                take = min(self._left, end - position)
+                pieces.append((self._stream, data[position : position + take]))
+                position += take
+                self._left -= take
+            elif self._header or end - position < FRAME_HEADER.size:
+                # A header split across reads.
+                missing = FRAME_HEADER.size - len(self._header)
+                self._header += data[position : position + missing]
+                position += missing
+                if len(self._header) == FRAME_HEADER.size:
+                    self._stream, self._left = FRAME_HEADER.unpack(self._header)
+                    self._header = b""
+            else:
+                self._stream, self._left = FRAME_HEADER.unpack_from(data, position)
+                position += FRAME_HEADER.size
+        runs = []
+        for stream, run in itertools.groupby(pieces, key=operator.itemgetter(0)):
+            payload = b"".join(piece for _, piece in run)
+            if stream not in FRAME_STREAMS:
+                raise DockerException(f"error from the engine in the output stream: {payload.decode(errors='replace')}")
+            runs.append((FRAME_STREAMS[stream], payload))
+        return runs
+
+
 class DockerSandbox:
     home = BUILD_HOME
 
@@ -80,15 +135,18 @@ class DockerSandbox:
             f"{settings.BUILDSITE_CONTAINER_CPUS:g} CPUs, {settings.BUILDSITE_CONTAINER_PIDS} processes)."
         )
 
-    def run(self, command: str, workdir: str, output: Output) -> int:
+    def run(self, command: str, workdir: str, env: dict[str, str], output: Output) -> int:
         api = self.client.api
         try:
-            exec_id = api.exec_create(self.container.id, ["/bin/sh", "-c", command], workdir=workdir)["Id"]
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if stdout:
-                    output("stdout", stdout)
-                if stderr:
-                    output("stderr", stderr)
+            exec_id = api.exec_create(
+                self.container.id, ["/bin/sh", "-c", command], workdir=workdir, environment={**env, "HOME": BUILD_HOME}
+            )["Id"]
+            with contextlib.closing(api.exec_start(exec_id, socket=True)) as sock:
+                frames = Frames()
+                while (data := read_socket(sock, READ_BYTES)) != b"":
+                    # None: the read was interrupted; read again.
+                    for stream, chunk in frames.feed(data or b""):
+                        output(stream, chunk)
             code = api.exec_inspect(exec_id)["ExitCode"]
         except ENGINE_ERRORS as e:
             raise engine_failure("running the command", e) from e
@@ -166,7 +224,7 @@ class DockerExecutor:
         return self._client
 
     @contextlib.contextmanager
-    def environment(self, build, workspace: Path, env: dict[str, str]) -> Iterator[DockerSandbox]:
+    def environment(self, build, workspace: Path) -> Iterator[DockerSandbox]:
         client = self.client
         image = build.build_image
         try:
@@ -182,7 +240,7 @@ class DockerExecutor:
                     INSTALLATION_LABEL: installation(),
                     "buildsite.account": str(build.account_id),
                 },
-                environment={**env, "HOME": BUILD_HOME},
+                environment={"HOME": BUILD_HOME},
                 user=f"{os.getuid()}:{os.getgid()}",
                 working_dir=BUILD_HOME,
                 volumes={str(workspace): {"bind": BUILD_HOME, "mode": "rw"}},
@@ -236,5 +294,6 @@ class DockerExecutor:
 
     def leftovers(self) -> set[str]:
         ours = [BUILD_LABEL, f"{INSTALLATION_LABEL}={installation()}"]
-        containers = self.client.containers.list(all=True, filters={"label": ours})
+        # ignore_removed: a build's container removed while the list is read is no leftover.
+        containers = self.client.containers.list(all=True, filters={"label": ours}, ignore_removed=True)
         return {container.labels[BUILD_LABEL] for container in containers}

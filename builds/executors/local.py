@@ -83,11 +83,10 @@ def bwrap_argv(workspace: Path, workdir: str) -> list[str]:
 class LocalSandbox:
     container_id = ""
 
-    def __init__(self, workspace: Path, env: dict[str, str], sandboxed: bool) -> None:
+    def __init__(self, workspace: Path, sandboxed: bool) -> None:
         self.workspace = workspace
         self.sandboxed = sandboxed
         self.home = BUILD_HOME if sandboxed else str(workspace)
-        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env, "HOME": self.home}
         if sandboxed:
             self.description = "Running the commands as local processes inside bubblewrap."
         else:
@@ -95,14 +94,15 @@ class LocalSandbox:
         self._process: Process | None = None
         self._killed = threading.Event()
 
-    def run(self, command: str, workdir: str, output: Output) -> int:
+    def run(self, command: str, workdir: str, env: dict[str, str], output: Output) -> int:
         argv = ["/bin/sh", "-c", command]
         if self.sandboxed:
             argv = [*bwrap_argv(self.workspace, workdir), *argv]
             cwd = self.workspace
         else:
             cwd = workdir
-        self._process = Process(argv, cwd=cwd, env=self.env, output=output)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env, "HOME": self.home}
+        self._process = Process(argv, cwd=cwd, env=env, output=output)
         if self._killed.is_set():
             self._process.kill()
         return self._process.wait()
@@ -123,8 +123,8 @@ class LocalExecutor:
         self.sandboxed = shutil.which("bwrap") is not None
 
     @contextlib.contextmanager
-    def environment(self, build, workspace: Path, env: dict[str, str]) -> Iterator[LocalSandbox]:
-        sandbox = LocalSandbox(workspace, env, self.sandboxed)
+    def environment(self, build, workspace: Path) -> Iterator[LocalSandbox]:
+        sandbox = LocalSandbox(workspace, self.sandboxed)
         try:
             yield sandbox
         finally:

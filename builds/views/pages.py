@@ -14,9 +14,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.permissions import Action
-from builds import scheduler
+from builds import logs, scheduler
 from builds.forms import ManualBuildForm, WorkerForm
-from builds.models import Build, BuildOutcome, BuildSource, BuildStatus, LogLine, Worker
+from builds.models import Build, BuildOutcome, BuildSource, BuildStatus, Worker
 from builds.views import member, page_context
 
 BUILDS_PER_PAGE = 25
@@ -164,10 +164,7 @@ def build_log(request: HttpRequest, account_id: str, build_uuid) -> StreamingHtt
     """The whole log as plain text, streamed so a 50 MB log never sits in memory."""
     membership = member(request, account_id)
     build = account_build(membership, build_uuid)
-    lines = LogLine.objects.filter(build=build).order_by("seq").values_list("text", flat=True)
-    response = StreamingHttpResponse(
-        (text + "\n" for text in lines.iterator(chunk_size=2000)), content_type="text/plain; charset=utf-8"
-    )
+    response = StreamingHttpResponse(logs.raw_text(build), content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="build-{build.build_uuid}.log"'
     return response
 

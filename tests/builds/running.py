@@ -7,9 +7,9 @@ import time
 import docker
 from django.db import connections
 
-from builds import scheduler
+from builds import logs, scheduler
 from builds.executors.docker import container_name
-from builds.models import Build, LogLine, Trigger
+from builds.models import Build, Trigger
 from tests.conftest import TEST_IMAGE
 from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
 
@@ -34,7 +34,7 @@ def run_queued(build) -> Build:
 
 
 def log_of(build) -> list[tuple[str, str]]:
-    return list(LogLine.objects.filter(build=build).order_by("seq").values_list("stream", "text"))
+    return [(line.stream, line.text) for line in logs.all_lines(build)]
 
 
 def output_of(build) -> list[tuple[str, str]]:
@@ -68,7 +68,7 @@ def in_thread(target, *args) -> threading.Thread:
 
 
 def wait_for_line(build, text: str) -> None:
-    wait_for(lambda: LogLine.objects.filter(build=build, text=text).exists(), message=f"{text!r} in the log")
+    wait_for(lambda: any(line.text == text for line in logs.all_lines(build)), message=f"{text!r} in the log")
 
 
 def docker_container_exists(build) -> bool:

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from builds import events, logs
-from builds.models import Build, BuildOutcome, LogLine
+from builds.models import Build, BuildOutcome, LogChunk
 from buildsite.asgi import application
 from buildsite.routing import websocket_urlpatterns
 from tests.factories import make_build, make_trigger, make_user, make_worker
@@ -97,10 +97,30 @@ async def test_it_sends_the_backlog_after_the_cursor_then_the_status(account, me
 
 
 async def test_a_long_backlog_arrives_in_pages_without_gaps(account, member, build, slow_poll):
-    await append(build, [("stdout", str(i)) for i in range(logs.DEFAULT_PAGE_LINES * 2 + 7)])
+    # One line first, so that pages end in the middle of stored chunks.
+    await append(build, [("stdout", "0")])
+    await append(build, [("stdout", str(i)) for i in range(1, logs.DEFAULT_PAGE_LINES * 2 + 7)])
     communicator = await connect(build_path(account.id, build), member)
     seqs, _ = await read_lines(communicator, logs.DEFAULT_PAGE_LINES * 2 + 7)
     assert seqs == list(range(1, logs.DEFAULT_PAGE_LINES * 2 + 8))
+    await communicator.disconnect()
+
+
+async def test_a_cursor_in_the_middle_of_a_chunk_resumes_right_after_it(account, member, build, slow_poll):
+    await append(build, [("stdout", "one\ntwo\nthree\nfour")])
+    communicator = await connect(build_path(account.id, build, logs.encode_cursor(2)), member)
+    message = await communicator.receive_json_from(timeout=15)
+    assert [(line["seq"], line["text"]) for line in message["lines"]] == [(3, "three"), (4, "four")]
+    await communicator.receive_json_from(timeout=15)  # status
+    # Live: a batch that arrives as one chunk is sent as its lines.
+    await append(build, [("stdout", "five\nsix"), ("stderr", "seven")])
+    message = await communicator.receive_json_from(timeout=15)
+    assert [(line["seq"], line["stream"], line["text"]) for line in message["lines"]] == [
+        (5, "stdout", "five"),
+        (6, "stdout", "six"),
+        (7, "stderr", "seven"),
+    ]
+    assert logs.decode_cursor(message["cursor"]) == 7
     await communicator.disconnect()
 
 
@@ -127,14 +147,14 @@ async def test_a_repeated_batch_is_dropped_and_a_missing_one_is_read_from_the_da
     layer = get_channel_layer()
     group = events.build_group(build.build_uuid)
     # A duplicate of what was sent: nothing goes out.
-    await layer.group_send(group, {"type": "build.logs", "lines": [first]})
+    await layer.group_send(group, {"type": "build.logs", "chunks": [first]})
     assert await communicator.receive_nothing(timeout=0.3)
     # Lines 2-3 are stored but their message is lost; line 4 arrives live.
     now = timezone.now()
 
     def store_silently():
-        LogLine.objects.bulk_create(
-            [LogLine(build=build, seq=seq, timestamp=now, stream="stdout", text=f"quiet {seq}") for seq in (2, 3)]
+        LogChunk.objects.create(
+            build=build, first_seq=2, last_seq=3, timestamp=now, stream="stdout", text="quiet 2\nquiet 3"
         )
         Build.objects.filter(pk=build.pk).update(log_seq=3)
 
@@ -153,7 +173,7 @@ async def test_the_poll_delivers_lines_whose_message_was_lost(account, member, b
     now = timezone.now()
 
     def store_silently():
-        LogLine.objects.create(build=build, seq=1, timestamp=now, stream="stdout", text="no event")
+        LogChunk.objects.create(build=build, first_seq=1, last_seq=1, timestamp=now, stream="stdout", text="no event")
         Build.objects.filter(pk=build.pk).update(log_seq=1)
 
     await sync_to_async(store_silently)()
@@ -297,7 +317,7 @@ async def test_sockets_watching_one_build_share_one_subscription_and_poll(accoun
     now = timezone.now()
 
     def store_silently():
-        LogLine.objects.create(build=build, seq=2, timestamp=now, stream="stdout", text="no event")
+        LogChunk.objects.create(build=build, first_seq=2, last_seq=2, timestamp=now, stream="stdout", text="no event")
         Build.objects.filter(pk=build.pk).update(log_seq=2)
 
     await sync_to_async(store_silently)()

@@ -1,4 +1,5 @@
 import os
+import struct
 import threading
 import uuid
 
@@ -6,13 +7,22 @@ import docker
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from builds import executors
+from builds import executors, logs
+from builds.executors import docker as docker_executor
 from builds.executors import local
-from builds.executors.docker import BUILD_LABEL, INSTALLATION_LABEL, container_name, installation
+from builds.executors.docker import (
+    BUILD_LABEL,
+    INSTALLATION_LABEL,
+    DockerExecutor,
+    Frames,
+    container_name,
+    installation,
+)
 from builds.executors.local import LocalExecutor, LocalSandbox
-from builds.models import Build, BuildOutcome, LogLine
+from builds.models import Build, BuildOutcome
 from tests.builds.running import in_thread, queue_build, run_queued, wait_for, wait_for_line
-from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
+from tests.conftest import TEST_IMAGE
+from tests.factories import make_build, make_connection, make_git_repo, make_trigger, make_worker
 
 
 @pytest.fixture
@@ -50,6 +60,9 @@ def test_a_build_container_is_unprivileged_and_limited(trigger, q_sync, build_se
         ]
         assert not any("docker.sock" in m["Source"] for m in mounts)
         assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+        # The build's variables (secrets too) go to each command, not into the
+        # container's configuration, which anyone who may inspect containers can read.
+        assert not [v for v in container.attrs["Config"]["Env"] if v.startswith(("CI=", "WORKERS_CI"))]
         assert container.labels[BUILD_LABEL] == str(build.build_uuid)
         assert container.labels[INSTALLATION_LABEL] == installation()
         assert Build.objects.get(pk=build.pk).container_id == container.id
@@ -71,9 +84,9 @@ def test_the_local_sandbox_sees_the_workspace_but_not_the_hosts_data(trigger, q_
     build = run_queued(queue_build(trigger))
 
     assert build.build_outcome == BuildOutcome.SUCCESS, build.reason
-    output = list(LogLine.objects.filter(build=build, stream="stdout").values_list("text", flat=True))
+    output = [line.text for line in logs.all_lines(build, "stdout")]
     assert output[:4] == ["hello", "data hidden", "usr read-only", "/opt/buildhome"]
-    assert LogLine.objects.filter(build=build, text__contains="inside bubblewrap").exists()
+    assert any("inside bubblewrap" in line.text for line in logs.all_lines(build, "system"))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -90,18 +103,94 @@ def test_without_bubblewrap_the_build_log_warns_loudly(trigger, q_sync, build_se
         executors._resolve.cache_clear()
 
     assert build.build_outcome == BuildOutcome.SUCCESS
-    assert LogLine.objects.filter(build=build, stream="system", text__startswith="WARNING: bubblewrap").exists()
-    output = list(LogLine.objects.filter(build=build, stream="stdout").values_list("text", flat=True))
+    assert any(line.text.startswith("WARNING: bubblewrap") for line in logs.all_lines(build, "system"))
+    output = [line.text for line in logs.all_lines(build, "stdout")]
     assert output[0] == "hello"
     assert output[1] == str(build_settings.BUILDSITE_WORKSPACE_DIR / str(build.build_uuid) / "repo")
 
 
+def frame(stream: int, payload: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(payload)) + payload
+
+
+def test_frames_are_parsed_whatever_the_reads_split():
+    stream = b"".join(
+        [
+            frame(1, b"one\n"),
+            frame(1, b"two\n"),
+            frame(1, b""),
+            frame(2, b"warning\n"),
+            frame(1, b"thr"),
+            frame(1, b"ee\n"),
+            frame(2, b"x" * 300),
+        ]
+    )
+    # Read whole: consecutive frames of one stream arrive as one chunk.
+    assert Frames().feed(stream) == [
+        ("stdout", b"one\ntwo\n"),
+        ("stderr", b"warning\n"),
+        ("stdout", b"three\n"),
+        ("stderr", b"x" * 300),
+    ]
+    # Split anywhere (a header or a payload across reads), nothing is lost or reordered.
+    for size in (1, 2, 3, 7, 8, 9, 13, 64):
+        frames, received = Frames(), []
+        for start in range(0, len(stream), size):
+            received += frames.feed(stream[start : start + size])
+        merged: list[tuple[str, bytes]] = []
+        for name, data in received:
+            if merged and merged[-1][0] == name:
+                merged[-1] = (name, merged[-1][1] + data)
+            else:
+                merged.append((name, data))
+        assert merged == [
+            ("stdout", b"one\ntwo\n"),
+            ("stderr", b"warning\n"),
+            ("stdout", b"three\n"),
+            ("stderr", b"x" * 300),
+        ], size
+
+
+def test_an_error_the_engine_sends_in_the_stream_is_an_engine_error():
+    with pytest.raises(docker.errors.DockerException, match="container is gone"):
+        Frames().feed(frame(1, b"partial output\n") + frame(3, b"container is gone"))
+
+
+@pytest.mark.docker
+@pytest.mark.django_db
+@pytest.mark.parametrize("read_bytes", [docker_executor.READ_BYTES, 5])
+def test_docker_output_keeps_stdout_and_stderr_apart_and_in_order(
+    account, tmp_path, build_settings, monkeypatch, read_bytes
+):
+    # 5 bytes a read: every header and most frames are split across reads.
+    monkeypatch.setattr(docker_executor, "READ_BYTES", read_bytes)
+    build = make_build(make_trigger(make_worker(account, "frames"), build_image=TEST_IMAGE))
+    received: list[tuple[str, bytes]] = []
+    command = (
+        "echo first; sleep 0.2; echo second >&2; sleep 0.2; echo third; "
+        "for i in $(seq 1 2000); do echo out $i; echo err $i >&2; done; printf end"
+    )
+    with DockerExecutor().environment(build, tmp_path) as sandbox:
+        code = sandbox.run(command, sandbox.home, {}, lambda stream, data: received.append((stream, data)))
+    assert code == 0
+    stdout = b"".join(data for stream, data in received if stream == "stdout").decode()
+    stderr = b"".join(data for stream, data in received if stream == "stderr").decode()
+    assert stdout == "first\nthird\n" + "".join(f"out {i}\n" for i in range(1, 2001)) + "end"
+    assert stderr == "second\n" + "".join(f"err {i}\n" for i in range(1, 2001))
+    # Output printed apart in time arrives in the order it was printed.
+    assert b"".join(data for _, data in received).startswith(b"first\nsecond\nthird\n")
+
+
 def test_local_build_processes_are_found_and_killed_by_build_id(tmp_path):
     build_uuid = str(uuid.uuid4())
-    sandbox = LocalSandbox(tmp_path, {"WORKERS_CI_BUILD_UUID": build_uuid}, sandboxed=False)
+    sandbox = LocalSandbox(tmp_path, sandboxed=False)
     result = {}
     runner = threading.Thread(
-        target=lambda: result.update(code=sandbox.run("echo up; sleep 30", str(tmp_path), lambda s, d: None))
+        target=lambda: result.update(
+            code=sandbox.run(
+                "echo up; sleep 30", str(tmp_path), {"WORKERS_CI_BUILD_UUID": build_uuid}, lambda s, d: None
+            )
+        )
     )
     runner.start()
     executor = LocalExecutor()

@@ -167,7 +167,8 @@ class PrivateDockerd:
     def containers(self) -> set[str]:
         """Names of the engine's containers, running or not."""
         with contextlib.closing(docker.DockerClient(base_url=self.host, timeout=30)) as client:
-            return {container.name for container in client.containers.list(all=True)}
+            # ignore_removed: one removed between the listing and its inspection is gone.
+            return {container.name for container in client.containers.list(all=True, ignore_removed=True)}
 
     def import_test_image(self) -> None:
         script = Path(settings.BASE_DIR) / "scripts" / "make-test-images"

@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 
 from builds import logs
-from builds.models import Build, BuildOutcome, BuildStatus, DeployHook, LogLine
+from builds.models import Build, BuildOutcome, BuildStatus, DeployHook, LogChunk
 from tests.builds.api.client import failed, ok
 from tests.factories import make_build, make_trigger, make_worker
 
@@ -165,7 +165,7 @@ def test_a_log_page_is_cursor_lines_and_truncated(api, world):
     assert set(page) == {"cursor", "lines", "truncated"}
     [[epoch, text]] = page["lines"]
     assert text == "hello"
-    assert epoch == pytest.approx(LogLine.objects.get().timestamp.timestamp(), abs=0.001)
+    assert epoch == pytest.approx(LogChunk.objects.get().timestamp.timestamp(), abs=0.001)
     assert page["truncated"] is False
 
 
