@@ -147,7 +147,7 @@ class BuildTask:
     def __init__(self, build: Build) -> None:
         self.build = build
         self.credential, self.clone_url = clone_credential(build)
-        self.secret_variables = secret_variables(build)
+        self.plain_variables, self.secret_variables = build.trigger.variables() if build.trigger else ({}, {})
         self.pump = logs.LogPump(build, [*self.secret_variables.values(), *credential_forms(self.credential)])
         self.watch = Watch(build)
         self.started = time.monotonic()
@@ -212,7 +212,9 @@ class BuildTask:
         executor = executors.get_executor()
         sandbox = environment.enter_context(executor.environment(build, workspace, self.environment(commit)))
         self.pump.system(sandbox.description)
-        if not build.transition(BuildStatus.RUNNING, container_id=sandbox.container_id):
+        # The plain variables are recorded with the move (a secret is never copied onto the build).
+        running = {"container_id": sandbox.container_id, "environment_variables": self.plain_variables}
+        if not build.transition(BuildStatus.RUNNING, **running):
             raise Stopped
         workdir = posixpath.join(sandbox.home, "repo", root)
         self.command(sandbox, workdir, "build", "Build command", build.build_command)
@@ -312,7 +314,7 @@ class BuildTask:
     def environment(self, commit: str) -> dict[str, str]:
         build = self.build
         return {
-            **build.environment_variables,
+            **self.plain_variables,
             **self.secret_variables,
             "CI": "true",
             "WORKERS_CI": "1",
@@ -320,14 +322,6 @@ class BuildTask:
             "WORKERS_CI_COMMIT_SHA": commit,
             "WORKERS_CI_BRANCH": build.branch,
         }
-
-
-def secret_variables(build: Build) -> dict[str, str]:
-    """The trigger's secret variables, read now: unlike plain ones, they are never
-    copied onto the build."""
-    if build.trigger is None:
-        return {}
-    return {v.name: v.plaintext() for v in build.trigger.environment_variables.filter(is_secret=True)}
 
 
 def clone_credential(build: Build) -> tuple[str, str]:

@@ -420,26 +420,26 @@ def receive(connection: RepoConnection, request: HttpRequest) -> tuple[int, dict
 
 
 def accept(delivery: WebhookDelivery, event: PushEvent | Ignored) -> tuple[int, dict]:
-    """Starts the delivery's builds and records it, in one transaction. The record
-    is written last and its delivery id is unique: of two concurrent deliveries
-    with the same id, the second waits at that INSERT until the first commits,
-    then fails and rolls back the builds it made."""
+    """Records the delivery and starts its builds, in one transaction. The record is
+    written first and its delivery id is unique: of two concurrent deliveries with
+    the same id, the second waits at that INSERT until the first commits, then fails
+    and rolls back before it has made anything."""
     try:
         with transaction.atomic():
             if isinstance(event, Ignored):
-                result = triggers.Result(DeliveryOutcome.IGNORED, event.reason, [])
+                found = triggers.Match(DeliveryOutcome.IGNORED, event.reason, [])
             else:
-                result = triggers.start_builds(delivery.repo_connection, event)
-            delivery.outcome, delivery.reason = result.outcome, result.reason
-            delivery.response_code = 202 if result.builds else 200
+                found = triggers.match(delivery.repo_connection, event)
+            delivery.outcome, delivery.reason = found.outcome, found.reason
+            delivery.response_code = 202 if found.triggers else 200
             delivery.save()
-            delivery.builds.add(*result.builds)
+            builds = triggers.start_builds(found, event, delivery) if found.triggers else []
     except IntegrityError:
         original = claimed(delivery)
         if original is None:
             raise
         return redelivered(delivery, original)
-    return delivery.response_code, answer(delivery, [b.build_uuid for b in result.builds])
+    return delivery.response_code, answer(delivery, [build.build_uuid for build in builds])
 
 
 def claimed(delivery: WebhookDelivery) -> WebhookDelivery | None:
