@@ -4,6 +4,7 @@ the same trigger's older queued builds of the branch)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -123,12 +124,26 @@ def queue_build(
     return build
 
 
-def match(connection: RepoConnection, event: PushEvent) -> Match:
-    """Which triggers of the connection this push builds, and the reason either way."""
+def connection_with_triggers(connection_uuid: uuid.UUID) -> tuple[RepoConnection, list[Trigger]]:
+    """A webhook URL's connection and its triggers (with their workers): one query
+    when the connection has triggers, as it usually does, since every delivery reads
+    both. Raises RepoConnection.DoesNotExist."""
+    triggers = list(
+        Trigger.objects.select_related("repo_connection", "worker").filter(repo_connection__uuid=connection_uuid)
+    )
+    if not triggers:
+        return RepoConnection.objects.get(uuid=connection_uuid), []
+    connection = triggers[0].repo_connection
+    for trigger in triggers:
+        # One instance for all, so its secret is decrypted once.
+        trigger.repo_connection = connection
+    return connection, triggers
+
+
+def match(triggers: list[Trigger], event: PushEvent) -> Match:
+    """Which of the connection's triggers this push builds, and the reason either way."""
     if marker := skip_marker(event.commit_message):
         return Match(DeliveryOutcome.SKIPPED, f"The head commit message contains {marker}: no build.", [])
-    # The reverse manager sets each trigger's repo_connection.
-    triggers = list(connection.triggers.select_related("worker"))
     if not triggers:
         return Match(DeliveryOutcome.IGNORED, "No trigger uses this repository connection.", [])
     matched: list[Trigger] = []
