@@ -221,7 +221,6 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     search_fields = ["delivery_id", "repo_connection__repo_name", "reason"]
     list_select_related = ["repo_connection"]
     date_hierarchy = "received_on"
-    exclude = ["builds"]
     readonly_fields = ["builds_created"]
 
     def get_queryset(self, request):

@@ -148,7 +148,7 @@ class BuildTask:
     def __init__(self, build: Build) -> None:
         self.build = build
         self.credential, self.clone_url = clone_credential(build)
-        self.secret_variables = secret_variables(build)
+        self.plain_variables, self.secret_variables = build.trigger.variables() if build.trigger else ({}, {})
         self.pump = logs.LogPump(build, [*self.secret_variables.values(), *credential_forms(self.credential)])
         self.watch = Watch(build)
         self.started = time.monotonic()
@@ -218,7 +218,9 @@ class BuildTask:
             root = self.root_directory(workspace)
             sandbox = starting.result()
         self.pump.system(sandbox.description)
-        if not build.transition(BuildStatus.RUNNING, container_id=sandbox.container_id):
+        # The plain variables are recorded with the move (a secret is never copied onto the build).
+        running = {"container_id": sandbox.container_id, "environment_variables": self.plain_variables}
+        if not build.transition(BuildStatus.RUNNING, **running):
             raise Stopped
         workdir = posixpath.join(sandbox.home, "repo", root)
         env = self.environment(commit)
@@ -321,7 +323,7 @@ class BuildTask:
     def environment(self, commit: str) -> dict[str, str]:
         build = self.build
         return {
-            **build.environment_variables,
+            **self.plain_variables,
             **self.secret_variables,
             "CI": "true",
             "WORKERS_CI": "1",
@@ -329,14 +331,6 @@ class BuildTask:
             "WORKERS_CI_COMMIT_SHA": commit,
             "WORKERS_CI_BRANCH": build.branch,
         }
-
-
-def secret_variables(build: Build) -> dict[str, str]:
-    """The trigger's secret variables, read now: unlike plain ones, they are never
-    copied onto the build."""
-    if build.trigger is None:
-        return {}
-    return {v.name: v.plaintext() for v in build.trigger.environment_variables.filter(is_secret=True)}
 
 
 def clone_credential(build: Build) -> tuple[str, str]:

@@ -35,25 +35,40 @@ def build_summary(build) -> dict:
     }
 
 
-def send(group: str, message: dict) -> None:
-    """Best effort: a channel layer that is down must never fail a build."""
+def send(*messages: tuple[str, dict]) -> None:
+    """(group, message) pairs, in one hop to the event loop. Best effort: a channel
+    layer that is down must never fail a build."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not messages:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
+        async_to_sync(send_all)(layer, messages)
     except Exception:  # noqa: BLE001 - the database already has the truth
-        log.warning("channel layer send to %s failed", group, exc_info=True)
+        log.warning("channel layer send to %s failed", ", ".join(group for group, _ in messages), exc_info=True)
+
+
+async def send_all(layer, messages: tuple[tuple[str, dict], ...]) -> None:
+    for group, message in messages:
+        await layer.group_send(group, message)
+
+
+def status_message(build) -> dict:
+    return {"type": "build.status", "build": build_summary(build)}
 
 
 def build_changed(build) -> None:
-    message = {"type": "build.status", "build": build_summary(build)}
-    send(build_group(build.build_uuid), message)
-    send(account_group(build.account_id), message)
+    message = status_message(build)
+    send((build_group(build.build_uuid), message), (account_group(build.account_id), message))
+
+
+def builds_queued(builds) -> None:
+    """New builds, to their accounts' lists: nobody can be watching a build's own
+    group before the build exists."""
+    send(*((account_group(build.account_id), status_message(build)) for build in builds))
 
 
 def log_batch(build_uuid, chunks: list[dict]) -> None:
     """A batch of stored lines as the chunks that hold them (what builds.logs.append
     returns), in seq order: a dict per chunk, not per line, keeps a build that prints
     a million lines from costing a million dicts here. Consumers expand them."""
-    send(build_group(build_uuid), {"type": "build.logs", "build_uuid": str(build_uuid), "chunks": chunks})
+    send((build_group(build_uuid), {"type": "build.logs", "build_uuid": str(build_uuid), "chunks": chunks}))

@@ -208,9 +208,16 @@ class Trigger(models.Model):
     def is_production_branch(self, branch: str) -> bool:
         return branch == self.production_branch
 
-    def environment(self) -> dict[str, str]:
-        """Every variable with its plaintext value, for the build container only."""
-        return {variable.name: variable.plaintext() for variable in self.environment_variables.all()}
+    def variables(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(plain, secret) variables with their plaintext values, for a build that
+        starts now. Read when a build starts, not when it is queued: both kinds come
+        from the same moment, and queuing a build (in the webhook's request) reads
+        one table less."""
+        plain: dict[str, str] = {}
+        secret: dict[str, str] = {}
+        for variable in self.environment_variables.all():
+            (secret if variable.is_secret else plain)[variable.name] = variable.plaintext()
+        return plain, secret
 
     def new_build(
         self,
@@ -222,10 +229,12 @@ class Trigger(models.Model):
         source: str,
         pull_request: dict | None = None,
         deploy_hook: "DeployHook | None" = None,
+        delivery: "WebhookDelivery | None" = None,
     ) -> "Build":
         """A queued build of this trigger, with the trigger's settings snapshotted so a
-        later edit does not change a build that is already waiting. The caller hands
-        it to the scheduler after its transaction commits."""
+        later edit does not change a build that is already waiting (its variables are
+        read when it starts: Trigger.variables). The caller hands it to the scheduler
+        after its transaction commits."""
         production = pull_request is None and self.is_production_branch(branch)
         connection = self.repo_connection
         return Build.objects.create(
@@ -233,6 +242,7 @@ class Trigger(models.Model):
             worker=self.worker,
             trigger=self,
             deploy_hook=deploy_hook,
+            delivery=delivery,
             branch=branch,
             commit_hash=commit_hash,
             commit_message=commit_message,
@@ -246,7 +256,6 @@ class Trigger(models.Model):
             build_image=self.build_image,
             build_caching_enabled=self.build_caching_enabled,
             timeout_seconds=self.build_timeout_seconds,
-            environment_variables={v.name: v.value for v in self.environment_variables.all() if not v.is_secret},
             provider_type=connection.provider,
             provider_account_name=connection.provider_account_name,
             repo_name=connection.repo_name,
@@ -369,6 +378,11 @@ class Build(models.Model):
     trigger = models.ForeignKey(Trigger, on_delete=models.SET_NULL, null=True, blank=True, related_name="builds")
     deploy_hook = models.ForeignKey(DeployHook, on_delete=models.SET_NULL, null=True, blank=True, related_name="builds")
     retry_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries")
+    # The webhook delivery that queued it, whose record (outcome, reason) is written
+    # first, in the same transaction.
+    delivery = models.ForeignKey(
+        "WebhookDelivery", on_delete=models.SET_NULL, null=True, blank=True, related_name="builds"
+    )
 
     # What to build (build_trigger_metadata).
     branch = models.CharField(max_length=255)
@@ -386,7 +400,9 @@ class Build(models.Model):
     build_image = models.CharField(max_length=300)
     build_caching_enabled = models.BooleanField(default=False)
     timeout_seconds = models.PositiveIntegerField(default=default_build_timeout)
-    environment_variables = models.JSONField(default=dict, blank=True, help_text="Non-secret variables only.")
+    environment_variables = models.JSONField(
+        default=dict, blank=True, help_text="The non-secret variables it ran with, recorded when it starts running."
+    )
     provider_type = models.CharField(max_length=16, choices=Provider.choices)
     provider_account_name = models.CharField(max_length=200, blank=True, default="")
     repo_name = models.CharField(max_length=200, blank=True, default="")
@@ -606,7 +622,6 @@ class WebhookDelivery(models.Model):
     response_code = models.PositiveSmallIntegerField(default=0)
     outcome = models.CharField(max_length=16, choices=DeliveryOutcome.choices, blank=True, default="")
     reason = models.TextField(blank=True, default="")
-    builds = models.ManyToManyField(Build, blank=True, related_name="deliveries")
 
     class Meta:
         ordering = ["-received_on"]

@@ -8,7 +8,7 @@ import uuid
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from builds import deploy_hooks, webhooks
+from builds import deploy_hooks, triggers, webhooks
 from builds.api import envelope
 from builds.models import DeployHook, RepoConnection
 
@@ -21,11 +21,11 @@ def webhook(request: HttpRequest, connection_uuid: str) -> JsonResponse:
         body = {"outcome": "rejected", "reason": "Webhooks are delivered with POST."}
         return JsonResponse(body, status=405, headers={"Allow": "POST"})
     try:
-        connection = RepoConnection.objects.get(uuid=uuid.UUID(connection_uuid))
+        connection, connection_triggers = triggers.connection_with_triggers(uuid.UUID(connection_uuid))
     except (ValueError, RepoConnection.DoesNotExist):
         # Not recorded: there is no connection to record it against.
         return JsonResponse({"outcome": "rejected", "reason": "No repository connection has this URL."}, status=404)
-    status, body = webhooks.receive(connection, request)
+    status, body = webhooks.receive(connection, connection_triggers, request)
     return JsonResponse(body, status=status)
 
 

@@ -4,11 +4,21 @@ the same trigger's older queued builds of the branch)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from builds import scheduler
-from builds.models import Build, BuildOutcome, BuildStatus, DeliveryOutcome, DeployHook, RepoConnection, Trigger
+from builds.models import (
+    Build,
+    BuildOutcome,
+    BuildStatus,
+    DeliveryOutcome,
+    DeployHook,
+    RepoConnection,
+    Trigger,
+    WebhookDelivery,
+)
 
 if TYPE_CHECKING:
     from builds.webhooks import PushEvent
@@ -34,12 +44,12 @@ WATCH_PATHS_MAX_COMMITS = 20
 
 
 @dataclass(frozen=True)
-class Result:
-    """What a delivery did: its outcome, why, and the builds it queued."""
+class Match:
+    """What a delivery will do: its outcome, why, and the triggers it builds."""
 
     outcome: str
     reason: str
-    builds: list[Build]
+    triggers: list[Trigger]
 
 
 def skip_marker(message: str) -> str | None:
@@ -86,6 +96,7 @@ def queue_build(
     author: str = "",
     pull_request: dict | None = None,
     deploy_hook: DeployHook | None = None,
+    delivery: WebhookDelivery | None = None,
 ) -> Build:
     """A queued build of the trigger; the trigger's older builds of the same branch
     still waiting in the queue are skipped, as this one builds newer code. Call
@@ -98,6 +109,7 @@ def queue_build(
         source=source,
         pull_request=pull_request,
         deploy_hook=deploy_hook,
+        delivery=delivery,
     )
     # Older by creation time: a concurrent delivery may commit a newer build that
     # this transaction sees, and that one must survive. Usually there is none, so
@@ -112,18 +124,29 @@ def queue_build(
     return build
 
 
-def start_builds(connection: RepoConnection, event: PushEvent) -> Result:
-    """Queues a build for every trigger of the connection that this push matches.
-    Call inside the transaction that records the delivery."""
-    if marker := skip_marker(event.commit_message):
-        return Result(DeliveryOutcome.SKIPPED, f"The head commit message contains {marker}: no build.", [])
-    # The reverse manager sets each trigger's repo_connection. Variables are not
-    # prefetched: for the one or two triggers a connection has, new_build's own
-    # query is cheaper than the prefetch machinery.
-    triggers = list(connection.triggers.select_related("worker"))
+def connection_with_triggers(connection_uuid: uuid.UUID) -> tuple[RepoConnection, list[Trigger]]:
+    """A webhook URL's connection and its triggers (with their workers): one query
+    when the connection has triggers, as it usually does, since every delivery reads
+    both. Raises RepoConnection.DoesNotExist."""
+    triggers = list(
+        Trigger.objects.select_related("repo_connection", "worker").filter(repo_connection__uuid=connection_uuid)
+    )
     if not triggers:
-        return Result(DeliveryOutcome.IGNORED, "No trigger uses this repository connection.", [])
-    builds: list[Build] = []
+        return RepoConnection.objects.get(uuid=connection_uuid), []
+    connection = triggers[0].repo_connection
+    for trigger in triggers:
+        # One instance for all, so its secret is decrypted once.
+        trigger.repo_connection = connection
+    return connection, triggers
+
+
+def match(triggers: list[Trigger], event: PushEvent) -> Match:
+    """Which of the connection's triggers this push builds, and the reason either way."""
+    if marker := skip_marker(event.commit_message):
+        return Match(DeliveryOutcome.SKIPPED, f"The head commit message contains {marker}: no build.", [])
+    if not triggers:
+        return Match(DeliveryOutcome.IGNORED, "No trigger uses this repository connection.", [])
+    matched: list[Trigger] = []
     unmatched: list[str] = []
     unwatched: list[str] = []
     for trigger in triggers:
@@ -132,22 +155,31 @@ def start_builds(connection: RepoConnection, event: PushEvent) -> Result:
         elif not watches_change(trigger, event):
             unwatched.append(f"{trigger}: no changed file matches its watch paths")
         else:
-            builds.append(
-                queue_build(
-                    trigger,
-                    branch=event.branch,
-                    commit_hash=event.commit_hash,
-                    source=event.source,
-                    commit_message=event.commit_message,
-                    author=event.author,
-                    pull_request=event.pull_request.as_dict() if event.pull_request else None,
-                )
-            )
+            matched.append(trigger)
     not_built = "; ".join(unmatched + unwatched)
-    if builds:
-        scheduler.enqueue(builds)
-        names = ", ".join(str(build.trigger) for build in builds)
-        reason = f"Queued {len(builds)} build{'s' if len(builds) > 1 else ''}: {names}."
-        return Result(DeliveryOutcome.QUEUED, reason + (f" Not built: {not_built}." if not_built else ""), builds)
+    if matched:
+        names = ", ".join(str(trigger) for trigger in matched)
+        reason = f"Queued {len(matched)} build{'s' if len(matched) > 1 else ''}: {names}."
+        return Match(DeliveryOutcome.QUEUED, reason + (f" Not built: {not_built}." if not_built else ""), matched)
     outcome = DeliveryOutcome.SKIPPED if unwatched else DeliveryOutcome.IGNORED
-    return Result(outcome, f"No build: {not_built}.", [])
+    return Match(outcome, f"No build: {not_built}.", [])
+
+
+def start_builds(found: Match, event: PushEvent, delivery: WebhookDelivery) -> list[Build]:
+    """Queues the matched triggers' builds of the push. Call inside the transaction
+    that recorded the delivery."""
+    builds = [
+        queue_build(
+            trigger,
+            branch=event.branch,
+            commit_hash=event.commit_hash,
+            source=event.source,
+            commit_message=event.commit_message,
+            author=event.author,
+            pull_request=event.pull_request.as_dict() if event.pull_request else None,
+            delivery=delivery,
+        )
+        for trigger in found.triggers
+    ]
+    scheduler.enqueue(builds)
+    return builds

@@ -20,7 +20,7 @@ from django.http import HttpRequest
 from django.utils.http import parse_header_parameters
 
 from builds import triggers
-from builds.models import BuildSource, DeliveryOutcome, Provider, RepoConnection, WebhookDelivery
+from builds.models import BuildSource, DeliveryOutcome, Provider, RepoConnection, Trigger, WebhookDelivery
 from buildsite import metrics
 from buildsite.structured_logging import bind
 
@@ -395,7 +395,7 @@ def read(connection: RepoConnection, request: HttpRequest) -> PushEvent | Ignore
     return PARSERS[provider](connection, header(request.headers, EVENT_HEADERS[provider]), payload)
 
 
-def receive(connection: RepoConnection, request: HttpRequest) -> tuple[int, dict]:
+def receive(connection: RepoConnection, connection_triggers: list[Trigger], request: HttpRequest) -> tuple[int, dict]:
     """Handles one delivery to the connection's webhook URL and records it. Returns
     the HTTP status and JSON body to answer with; never raises."""
     provider = connection.provider
@@ -407,7 +407,7 @@ def receive(connection: RepoConnection, request: HttpRequest) -> tuple[int, dict
     )
     with bind(account_id=connection.account_id, delivery_id=delivery.delivery_id or None):
         try:
-            status, body = accept(delivery, read(connection, request))
+            status, body = accept(delivery, read(connection, request), connection_triggers)
         except DeliveryError as error:
             status, body = reject(delivery, error.status, error.reason)
         except Exception:  # whatever arrives, the sender gets a reason, not a traceback
@@ -419,27 +419,29 @@ def receive(connection: RepoConnection, request: HttpRequest) -> tuple[int, dict
     return status, body
 
 
-def accept(delivery: WebhookDelivery, event: PushEvent | Ignored) -> tuple[int, dict]:
-    """Starts the delivery's builds and records it, in one transaction. The record
-    is written last and its delivery id is unique: of two concurrent deliveries
-    with the same id, the second waits at that INSERT until the first commits,
-    then fails and rolls back the builds it made."""
+def accept(
+    delivery: WebhookDelivery, event: PushEvent | Ignored, connection_triggers: list[Trigger]
+) -> tuple[int, dict]:
+    """Records the delivery and starts its builds, in one transaction. The record is
+    written first and its delivery id is unique: of two concurrent deliveries with
+    the same id, the second waits at that INSERT until the first commits, then fails
+    and rolls back before it has made anything."""
     try:
         with transaction.atomic():
             if isinstance(event, Ignored):
-                result = triggers.Result(DeliveryOutcome.IGNORED, event.reason, [])
+                found = triggers.Match(DeliveryOutcome.IGNORED, event.reason, [])
             else:
-                result = triggers.start_builds(delivery.repo_connection, event)
-            delivery.outcome, delivery.reason = result.outcome, result.reason
-            delivery.response_code = 202 if result.builds else 200
+                found = triggers.match(connection_triggers, event)
+            delivery.outcome, delivery.reason = found.outcome, found.reason
+            delivery.response_code = 202 if found.triggers else 200
             delivery.save()
-            delivery.builds.add(*result.builds)
+            builds = triggers.start_builds(found, event, delivery) if found.triggers else []
     except IntegrityError:
         original = claimed(delivery)
         if original is None:
             raise
         return redelivered(delivery, original)
-    return delivery.response_code, answer(delivery, [b.build_uuid for b in result.builds])
+    return delivery.response_code, answer(delivery, [build.build_uuid for build in builds])
 
 
 def claimed(delivery: WebhookDelivery) -> WebhookDelivery | None:

@@ -87,6 +87,8 @@ def test_a_queued_build_runs_and_succeeds_with_its_output_in_order(trigger, repo
     assert [phase["name"] for phase in build.phases] == ["clone", "build", "deploy"]
     assert [phase["exit_code"] for phase in build.phases] == [None, 0, 0]
     assert build.exit_code == 0
+    # The plain variables it ran with are recorded on the build.
+    assert build.environment_variables == {"GREETING": "hello"}
     lines = system_lines(build)
     assert "Build command: sh build.sh" in lines and "Build command finished in" in lines
     assert "Deploy command finished in" in lines and "Build succeeded in" in lines

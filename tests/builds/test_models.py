@@ -116,8 +116,9 @@ def test_new_build_snapshots_the_trigger(account):
     assert production.is_production and production.deploy_command == "echo deploy"
     assert not preview.is_production and preview.deploy_command == "npx wrangler versions upload"
     assert production.timeout_seconds == 90 and production.account == account
-    assert production.environment_variables == {"NODE_ENV": "production"}
-    assert trigger.environment() == {"NODE_ENV": "production", "API_KEY": "hunter2"}
+    # Variables are read when a build starts, secrets and plain ones alike.
+    assert production.environment_variables == {}
+    assert trigger.variables() == ({"NODE_ENV": "production"}, {"API_KEY": "hunter2"})
 
 
 def test_secret_variables_are_stored_encrypted(account):

@@ -136,6 +136,44 @@ def test_racing_dispatchers_never_take_more_slots_than_the_limit(account, broker
     assert sorted(handed_over(broker)) == sorted(str(b.build_uuid) for b in builds[:3])
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_dispatching_a_full_account_does_not_wait_for_its_lock(account, broker):
+    """A burst of pushes to an account whose slots are taken: each one's dispatch
+    sees there is nothing to start without queueing behind the others' locks."""
+    account.concurrency_limit = 1
+    account.save()
+    running, waiting = queued_builds(account, 2)
+    assert running.transition(BuildStatus.INITIALIZING)
+    holder = connections.create_connection("default")
+    done = threading.Event()
+
+    def dispatcher() -> None:
+        try:
+            scheduler.dispatch({account.id})
+            done.set()
+        finally:
+            connections.close_all()
+
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT id FROM accounts_account WHERE id = %s FOR UPDATE", [account.id])
+            thread = threading.Thread(target=dispatcher)
+            thread.start()
+            # Returns while another transaction still holds the account's lock.
+            assert done.wait(timeout=30)
+            cursor.execute("ROLLBACK")
+        thread.join()
+    finally:
+        holder.close()
+    assert statuses([running, waiting]) == ["initializing", "queued"]
+
+    # With a free slot the dispatcher does take the lock, and starts the build.
+    Build.objects.get(pk=running.pk).stop(BuildOutcome.SUCCESS)
+    assert [b.pk for b in scheduler.dispatch({account.id})] == [waiting.pk]
+
+
 def claimed(build, *, heartbeat_age: int = 0, slot_age: int = 0) -> Build:
     assert build.transition(BuildStatus.INITIALIZING)
     assert build.claim("node-1:4242")

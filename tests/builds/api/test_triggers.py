@@ -136,7 +136,7 @@ def test_deleting_a_trigger_keeps_its_builds(api, world):
 
 def test_a_branch_builds_its_tip(api, world, monkeypatch, django_capture_on_commit_callbacks):
     dispatched = []
-    monkeypatch.setattr("builds.scheduler.dispatch", dispatched.append)
+    monkeypatch.setattr("builds.scheduler.dispatch", lambda account_ids: dispatched.append(account_ids) or [])
     with django_capture_on_commit_callbacks(execute=True):
         build = ok(api("POST", f"triggers/{world.trigger.uuid}/builds", {"branch": "main"}))
     stored = Build.objects.get(build_uuid=build["build_uuid"])
@@ -226,7 +226,7 @@ def test_it_adds_and_replaces_variables(api, world):
     # Stored only encrypted; the value is kept exactly, trailing space included.
     assert secret.value == "" and "npm_s3cret" not in secret.value_encrypted
     assert secret.plaintext() == "npm_s3cret "
-    assert world.trigger.environment()["MODE"] == "staging"
+    assert world.trigger.variables()[0]["MODE"] == "staging"
 
 
 def test_a_secret_stays_secret_when_its_value_changes(api, world):
