@@ -3,6 +3,8 @@ scheduler would, read its log, wait for something to happen."""
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import docker
 from django.db import connections
@@ -12,6 +14,8 @@ from builds.executors.docker import container_name
 from builds.models import Build, Trigger
 from tests.conftest import TEST_IMAGE
 from tests.factories import make_connection, make_git_repo, make_trigger, make_worker
+
+T = TypeVar("T")
 
 
 def site_trigger(account, tmp_path, name: str, files: dict[str, str] | None = None, **fields) -> Trigger:
@@ -53,6 +57,33 @@ def wait_for(condition, timeout: float = 20, message: str = "condition"):
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {message}")
+
+
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """Runs each call in a thread of its own, all released together as racing requests
+    or processes would be, each with its own database connection. Their results in
+    order; the first exception one of them raised is raised here."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int, call: Callable[[], T]) -> None:
+        try:
+            barrier.wait()
+            results[index] = call()
+        except BaseException as e:  # noqa: BLE001 - raised again by the caller's thread
+            errors.append(e)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(index, call)) for index, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def in_thread(target, *args) -> threading.Thread:

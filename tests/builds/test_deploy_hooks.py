@@ -1,12 +1,11 @@
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
 from builds.models import Build, BuildSource, BuildStatus, DeployHook
+from tests.builds.running import at_once
 from tests.factories import make_build, make_trigger, make_worker
 
 
@@ -158,21 +157,7 @@ def test_parallel_hooks_never_exceed_the_worker_limit(account):
     trigger = make_trigger(make_worker(account, "burst"))
     # Twelve hooks on different branches, so none is served by another's queued build.
     hooks = [make_hook(trigger, branch=f"b{n}", name=f"hook {n}") for n in range(12)]
-    barrier = threading.Barrier(len(hooks))
-    statuses = []
-
-    def post(hook_id: str) -> None:
-        try:
-            client = Client()
-            barrier.wait()
-            statuses.append(fire(client, hook_id).status_code)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=post, args=(hook.hook_id,)) for hook in hooks]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    responses = at_once(*[lambda hook_id=hook.hook_id: fire(Client(), hook_id) for hook in hooks])
+    statuses = [response.status_code for response in responses]
     assert sorted(statuses) == [202] * 10 + [429] * 2
     assert Build.objects.filter(source=BuildSource.DEPLOY_HOOK).count() == 10

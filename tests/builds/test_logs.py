@@ -1,11 +1,10 @@
-import threading
 import time
 
 import pytest
-from django.db import connections
 
 from builds import logs
 from builds.models import Build, LogChunk
+from tests.builds.running import at_once
 from tests.factories import make_build, make_trigger, make_worker
 
 
@@ -149,17 +148,10 @@ def test_writers_in_parallel_never_collide(account):
     build = make_build(make_trigger(make_worker(account, "parallel")))
 
     def write(name: str) -> None:
-        try:
-            for i in range(20):
-                logs.append(Build.objects.get(pk=build.pk), [("stdout", f"{name}{i}")])
-        finally:
-            connections.close_all()
+        for i in range(20):
+            logs.append(Build.objects.get(pk=build.pk), [("stdout", f"{name}{i}")])
 
-    threads = [threading.Thread(target=write, args=(name,)) for name in "ab"]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(lambda: write("a"), lambda: write("b"))
     rows = stored(build)
     assert [seq for seq, _, _ in rows] == list(range(1, 41))
     assert sorted(text for _, _, text in rows) == sorted(f"{n}{i}" for n in "ab" for i in range(20))

@@ -1,8 +1,6 @@
-import threading
-
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, connections
+from django.db import connection
 
 from builds.models import (
     Build,
@@ -13,6 +11,7 @@ from builds.models import (
     validate_branch_name,
     validate_clone_url,
 )
+from tests.builds.running import at_once
 from tests.factories import make_build, make_connection, make_trigger, make_worker
 
 
@@ -75,23 +74,13 @@ def test_two_racing_processes_never_both_move_a_build(account):
     trigger = make_trigger(make_worker(account, "race"))
     builds = [make_build(trigger) for _ in range(20)]
     for build in builds:
-        barrier = threading.Barrier(2)
-        results: list[tuple[str, bool]] = []
-
-        def attempt(outcome: str, build_pk: int = build.pk, barrier=barrier, results=results) -> None:
-            try:
-                mine = Build.objects.get(pk=build_pk)
-                barrier.wait()
-                results.append((outcome, mine.stop(outcome, f"{outcome} won")))
-            finally:
-                connections.close_all()
-
-        threads = [threading.Thread(target=attempt, args=(o,)) for o in (BuildOutcome.SUCCESS, BuildOutcome.CANCELLED)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        winners = [outcome for outcome, won in results if won]
+        # Each process holds its own copy of the build, read before the race.
+        outcomes = [BuildOutcome.SUCCESS, BuildOutcome.CANCELLED]
+        copies = [Build.objects.get(pk=build.pk) for _ in outcomes]
+        racers = zip(copies, outcomes, strict=True)
+        won = at_once(*[lambda mine=mine, o=o: mine.stop(o, f"{o} won") for mine, o in racers])
+        results = list(zip(outcomes, won, strict=True))
+        winners = [outcome for outcome, moved in results if moved]
         assert len(winners) == 1, results
         build.refresh_from_db()
         assert build.build_outcome == winners[0] and build.reason == f"{winners[0]} won"

@@ -17,7 +17,7 @@ from django_q.signing import SignedPackage
 from builds import executors, scheduler
 from builds.executors.docker import BUILD_LABEL, INSTALLATION_LABEL, container_name, installation
 from builds.models import Build, BuildOutcome, BuildStatus
-from tests.builds.running import docker_container_exists
+from tests.builds.running import at_once, docker_container_exists
 from tests.conftest import TEST_IMAGE
 from tests.factories import make_build, make_trigger, make_worker
 
@@ -118,20 +118,7 @@ def test_racing_dispatchers_never_take_more_slots_than_the_limit(account, broker
     account.concurrency_limit = 3
     account.save()
     builds = queued_builds(account, 12)
-    barrier = threading.Barrier(6)
-
-    def dispatcher() -> None:
-        try:
-            barrier.wait()
-            scheduler.dispatch({account.id})
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=dispatcher) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(*[lambda: scheduler.dispatch({account.id})] * 6)
     assert statuses(builds) == ["initializing"] * 3 + ["queued"] * 9
     assert sorted(handed_over(broker)) == sorted(str(b.build_uuid) for b in builds[:3])
 

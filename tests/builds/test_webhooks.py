@@ -1,12 +1,10 @@
 import copy
 import json
-import threading
 import uuid
 from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +14,7 @@ from builds.models import Build, BuildSource, BuildStatus, DeliveryOutcome, Webh
 from builds.webhooks import EVENT_HEADERS
 from tests.builds import payloads
 from tests.builds.payloads import SHA_AFTER, deliver
+from tests.builds.running import at_once
 from tests.factories import make_connection, make_trigger, make_worker
 
 
@@ -282,22 +281,7 @@ def test_five_parallel_redeliveries_make_exactly_one_build(account):
     connection = make_connection(account, provider="github")
     make_trigger(make_worker(account, "race"), connection)
     payload = payloads.github_push(repo(connection))
-    barrier = threading.Barrier(5)
-    responses = []
-
-    def post() -> None:
-        try:
-            client = Client()
-            barrier.wait()
-            responses.append(deliver(client, connection, payload, delivery_id="parallel-1"))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=post) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    responses = at_once(*[lambda: deliver(Client(), connection, payload, delivery_id="parallel-1")] * 5)
 
     assert sorted(r.status_code for r in responses) == [200, 200, 200, 200, 202]
     build = Build.objects.get()
