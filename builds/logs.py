@@ -319,33 +319,15 @@ class LogPump:
                 item = self._queue.get()
                 if item is _END:
                     break
-                batch, lines = [item], line_count(item)
+                batch = [item]
                 deadline = time.monotonic() + settings.BUILDSITE_LOG_FLUSH_SECONDS
-                while lines < flush_lines:
-                    wait = min(QUIET_SECONDS, deadline - time.monotonic())
-                    try:
-                        item = self._queue.get(timeout=max(wait, 0))
-                    except queue.Empty:
-                        break
-                    if item is _END:
-                        ended = True
-                        break
-                    batch.append(item)
-                    lines += line_count(item)
+                lines, ended = self._gather(batch, line_count(item), flush_lines, deadline)
                 # Output already waiting goes into the same transaction: when the
                 # database is the bottleneck, batches grow instead of the backlog (up
                 # to a size that keeps one transaction and one websocket message
                 # reasonable).
-                while not ended and lines < BACKLOG_BATCH_FACTOR * flush_lines:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _END:
-                        ended = True
-                        break
-                    batch.append(item)
-                    lines += line_count(item)
+                if not ended:
+                    _, ended = self._gather(batch, lines, BACKLOG_BATCH_FACTOR * flush_lines, None)
                 if self._error is None:
                     try:
                         append(self.build, batch, self.secrets)
@@ -353,6 +335,25 @@ class LogPump:
                         self._error = e
         finally:
             connection.close()
+
+    def _gather(self, batch: list, lines: int, limit: int, deadline: float | None) -> tuple[int, bool]:
+        """Adds queued output to batch until it holds `limit` lines. With a deadline it
+        waits for more while output keeps coming (pauses under QUIET_SECONDS), until
+        then; without one it takes only what is waiting. Returns the batch's lines and
+        whether the end of output was reached."""
+        while lines < limit:
+            try:
+                if deadline is None:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=max(min(QUIET_SECONDS, deadline - time.monotonic()), 0))
+            except queue.Empty:
+                break
+            if item is _END:
+                return lines, True
+            batch.append(item)
+            lines += line_count(item)
+        return lines, False
 
 
 def line_count(entry: tuple[str, str]) -> int:
