@@ -1,9 +1,11 @@
 """Realtime events for websocket clients. The database is the source of truth; these
 are the fast path, sent only after the change they describe has committed (callers use
 transaction.on_commit), and a client that misses one resyncs by cursor. With Redis,
-each process sends them from one publisher thread, so no caller waits for them."""
+each process sends them from one publisher, so no caller waits for them: in the web
+process it runs on the server's event loop, elsewhere on a thread of its own."""
 
 import asyncio
+import collections
 import contextvars
 import logging
 import os
@@ -74,39 +76,62 @@ SEND_TIMEOUT_SECONDS = 5
 
 
 class Publisher:
-    """Sends a process's messages from a thread of its own with its own event loop,
-    in the order they were put. Whoever reports an event (a webhook's request, a
-    build's log pump) hands it over without waiting for Redis, and the process keeps
-    one loop and one Redis connection pool: async_to_sync from a thread without a
-    loop (a q2 worker) would make a new loop, and so a new connection, per send."""
+    """Sends a process's messages from one event loop, in the order they were put.
+    Whoever reports an event (a webhook's request, a build's log pump) hands it over
+    without waiting for Redis, and the process keeps one Redis connection pool:
+    async_to_sync from a thread without a loop (a q2 worker) would make a new loop,
+    and so a new connection, per send.
 
-    def __init__(self) -> None:
+    Given a loop (the web server's), it runs there; otherwise on a new loop in a
+    thread of its own."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self.pending: asyncio.Queue = asyncio.Queue(maxsize=MAX_PENDING)
-        threading.Thread(target=self.loop.run_forever, name="channel-layer-publisher", daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self.drain(), self.loop)
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-layer-publisher", daemon=True).start()
+        self.loop = loop
+        # Both only touched on the loop's thread.
+        self.pending: collections.deque[tuple[tuple[tuple[str, dict], ...], contextvars.Context]] = collections.deque()
+        self.draining: asyncio.Task | None = None
+
+    def serves(self) -> bool:
+        """Whether it can still send: it belongs to this process (a forked q2 worker
+        has no copy of the parent's thread) and its loop runs (a server's loop stops
+        at shutdown)."""
+        return self.pid == os.getpid() and self.loop.is_running()
 
     def put(self, messages: tuple[tuple[str, dict], ...]) -> None:
         # With the caller's context, so what is logged about these messages names the
         # caller's build and account (buildsite.structured_logging.bind).
-        self.loop.call_soon_threadsafe(self.enqueue, messages, contextvars.copy_context())
+        try:
+            self.loop.call_soon_threadsafe(self.enqueue, messages, contextvars.copy_context())
+        except RuntimeError:  # the server's loop closed under us: it is shutting down
+            log.warning("channel layer publisher stopped: dropped the message to %s", groups(messages))
 
     def enqueue(self, messages: tuple[tuple[str, dict], ...], context: contextvars.Context) -> None:
-        try:
-            self.pending.put_nowait((messages, context))
-        except asyncio.QueueFull:
+        if len(self.pending) >= MAX_PENDING:
             context.run(log.warning, "channel layer backlog full: dropped the message to %s", groups(messages))
+            return
+        self.pending.append((messages, context))
+        # One drainer at a time keeps the order; none is left waiting on a loop while
+        # nothing is pending (a server's loop may close without cancelling it).
+        if self.draining is None:
+            self.draining = self.loop.create_task(self.drain())
 
     async def drain(self) -> None:
-        while True:
-            messages, context = await self.pending.get()
-            try:
-                # A Redis that stops answering (without closing the connection) holds
-                # up the messages behind, never the callers: at most this long each.
-                await asyncio.wait_for(send_all(get_channel_layer(), messages), SEND_TIMEOUT_SECONDS)
-            except Exception:  # noqa: BLE001 - the database already has the truth
-                context.run(log.warning, "channel layer send to %s failed", groups(messages), exc_info=True)
+        try:
+            while self.pending:
+                messages, context = self.pending.popleft()
+                try:
+                    # A Redis that stops answering (without closing the connection) holds
+                    # up the messages behind, never the callers: at most this long each.
+                    async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+                        await send_all(get_channel_layer(), messages)
+                except Exception:  # noqa: BLE001 - the database already has the truth
+                    context.run(log.warning, "channel layer send to %s failed", groups(messages), exc_info=True)
+        finally:
+            self.draining = None
 
 
 _publisher: Publisher | None = None
@@ -114,13 +139,26 @@ _publisher_lock = threading.Lock()
 
 
 def publisher() -> Publisher:
-    """This process's publisher; a forked child (a q2 worker) starts its own, as the
-    parent's thread does not exist there."""
+    """This process's publisher: the one on the server's loop in the web process,
+    else one on a thread of its own."""
     global _publisher
     with _publisher_lock:
-        if _publisher is None or _publisher.pid != os.getpid():
+        if _publisher is None or not _publisher.serves():
             _publisher = Publisher()
         return _publisher
+
+
+def publish_from(loop: asyncio.AbstractEventLoop) -> None:
+    """Called by the ASGI application from the server's loop: the web process sends
+    its events there, as its consumers already talk to Redis there. A publisher
+    thread of its own would be one more thread taking the GIL in turn with every
+    request's (measured: about 0.3 ms of CPU per webhook delivery, docs/benchmarks.md)."""
+    global _publisher
+    if not settings.REDIS_URL or (_publisher is not None and _publisher.loop is loop):
+        return
+    with _publisher_lock:
+        if _publisher is None or _publisher.loop is not loop:
+            _publisher = Publisher(loop)
 
 
 def status_message(build) -> dict:

@@ -1,6 +1,7 @@
 """ASGI entry point for daphne: HTTP through Django, websockets through Channels with
 session authentication and an Origin check against ALLOWED_HOSTS."""
 
+import asyncio
 import json
 import os
 
@@ -15,7 +16,19 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from builds import events  # noqa: E402
 from buildsite.routing import websocket_urlpatterns  # noqa: E402
+
+
+def publishing_from_server_loop(app):
+    """Realtime events of this process go out from the loop serving its requests
+    (builds.events.publish_from)."""
+
+    async def with_publisher(scope, receive, send) -> None:
+        events.publish_from(asyncio.get_running_loop())
+        await app(scope, receive, send)
+
+    return with_publisher
 
 
 def refuse_unreadable_content_type(app):
@@ -39,9 +52,11 @@ def refuse_unreadable_content_type(app):
     return checked
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": refuse_unreadable_content_type(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+application = publishing_from_server_loop(
+    ProtocolTypeRouter(
+        {
+            "http": refuse_unreadable_content_type(django_asgi_app),
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )
