@@ -2,15 +2,19 @@
 deploy hook. Each URL's secret part is its only credential, so neither uses
 sessions, CSRF tokens or API tokens. Every answer is JSON with a reason."""
 
+import logging
 import re
 import uuid
 
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from builds import deploy_hooks, triggers, webhooks
 from builds.api import envelope
 from builds.models import DeployHook, RepoConnection
+
+log = logging.getLogger(__name__)
 
 HOOK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -25,8 +29,15 @@ def webhook(request: HttpRequest, connection_uuid: str) -> JsonResponse:
     except (ValueError, RepoConnection.DoesNotExist):
         # Not recorded: there is no connection to record it against.
         return JsonResponse({"outcome": "rejected", "reason": "No repository connection has this URL."}, status=404)
-    status, body = webhooks.receive(connection, connection_triggers, request)
-    return JsonResponse(body, status=status)
+    except DatabaseError:
+        # The database is down or restarting: the sender sees why, and that a
+        # redelivery will work (GitHub does not redeliver by itself).
+        log.exception("Webhook delivery to connection %s: the database cannot be read", connection_uuid)
+        status, body = 503, {"outcome": "rejected", "reason": "Buildsite cannot reach its database; redeliver later."}
+    else:
+        status, body = webhooks.receive(connection, connection_triggers, request)
+    # A 503 is our failure, not the delivery's.
+    return JsonResponse(body, status=status, headers={"Retry-After": "30"} if status == 503 else None)
 
 
 def answer(status: int, *, result: dict | None = None, error: str = "", headers: dict | None = None) -> JsonResponse:

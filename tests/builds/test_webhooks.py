@@ -459,6 +459,7 @@ def test_a_failure_after_verification_is_503_with_a_reason_and_claims_nothing(cl
     payload = payloads.github_push(repo(github))
     response = deliver(client, github, payload, delivery_id="oops")
     assert response.status_code == 503
+    assert response["Retry-After"] == "30"
     assert response.json()["reason"].startswith("Buildsite failed to process this delivery")
     assert "Traceback" not in response.content.decode() and "bug" not in response.content.decode()
     assert not Build.objects.exists()

@@ -1,7 +1,7 @@
 """PostgreSQL restarted between builds, and down for a while: daphne (with its
 connection pool, as production runs it) and the q2 cluster are left running and
-serve the next pushes and their builds; meanwhile /healthz answers and /readyz says
-the database is down."""
+serve the next pushes and their builds; meanwhile /healthz answers, /readyz says
+the database is down, and a webhook delivery is refused with a reason (503)."""
 
 import json
 
@@ -75,6 +75,10 @@ def test_the_site_recovers_from_database_restarts_without_being_restarted(
     assert site.request("GET", "/healthz") == (200, {"status": "ok"})
     status, body = site.request("GET", "/readyz")
     assert status == 503 and body["checks"]["database"]["status"] == "down", body
+    # A push meanwhile is refused in JSON, saying to redeliver, not with a 500 page.
+    status, body = site.push(world["connection"], world["repo_id"], commit)
+    assert status == 503, body
+    assert body["outcome"] == "rejected" and "redeliver" in body["reason"], body
     private_postgres.start()
     wait_for(lambda: site.request("GET", "/readyz")[0] == 200, timeout=30, message="the site to be ready again")
     third, output = build(commit_files(repo, {"build.sh": "echo third\n"}))
