@@ -1,6 +1,7 @@
 import re
 
 import pytest
+from django.db import connections
 from django.test import Client
 
 from builds.models import BuildOutcome, BuildStatus
@@ -73,8 +74,16 @@ async def test_metrics_count_connected_websocket_clients(account, member):
 
     from buildsite.routing import websocket_urlpatterns
 
+    def scrape() -> float:
+        # In asgiref's shared thread, whose connection would otherwise outlive the test
+        # (the test client does not close it) and block dropping the test database.
+        try:
+            return sample(Client(), "buildsite_websocket_clients")
+        finally:
+            connections.close_all()
+
     async def clients() -> float:
-        return await sync_to_async(sample)(Client(), "buildsite_websocket_clients")
+        return await sync_to_async(scrape)()
 
     before = await clients()
     communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/accounts/{account.id}/")
