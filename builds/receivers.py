@@ -17,6 +17,8 @@ from builds.models import DeployHook, RepoConnection
 log = logging.getLogger(__name__)
 
 HOOK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DATABASE_DOWN = "Buildsite cannot reach its database right now."
+RETRY_AFTER_SECONDS = "30"
 
 
 @csrf_exempt
@@ -33,11 +35,11 @@ def webhook(request: HttpRequest, connection_uuid: str) -> JsonResponse:
         # The database is down or restarting: the sender sees why, and that a
         # redelivery will work (GitHub does not redeliver by itself).
         log.exception("Webhook delivery to connection %s: the database cannot be read", connection_uuid)
-        status, body = 503, {"outcome": "rejected", "reason": "Buildsite cannot reach its database; redeliver later."}
+        status, body = 503, {"outcome": "rejected", "reason": f"{DATABASE_DOWN} Redeliver it later."}
     else:
         status, body = webhooks.receive(connection, connection_triggers, request)
     # A 503 is our failure, not the delivery's.
-    return JsonResponse(body, status=status, headers={"Retry-After": "30"} if status == 503 else None)
+    return JsonResponse(body, status=status, headers={"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None)
 
 
 def answer(status: int, *, result: dict | None = None, error: str = "", headers: dict | None = None) -> JsonResponse:
@@ -50,13 +52,13 @@ def answer(status: int, *, result: dict | None = None, error: str = "", headers:
 def deploy_hook(request: HttpRequest, hook_id: str) -> JsonResponse:
     if request.method != "POST":
         return answer(405, error="Trigger a deploy hook with POST.", headers={"Allow": "POST"})
-    hook = None
-    if HOOK_ID.fullmatch(hook_id):
-        hook = DeployHook.objects.select_related("trigger__worker", "trigger__repo_connection").filter(hook_id=hook_id)
-        hook = hook.first()
-    if hook is None:
-        return answer(404, error="No deploy hook has this URL.")
     try:
+        hook = None
+        if HOOK_ID.fullmatch(hook_id):
+            hook = DeployHook.objects.select_related("trigger__worker", "trigger__repo_connection")
+            hook = hook.filter(hook_id=hook_id).first()
+        if hook is None:
+            return answer(404, error="No deploy hook has this URL.")
         triggered = deploy_hooks.trigger(hook)
     except deploy_hooks.RateLimited as limited:
         return answer(
@@ -64,6 +66,10 @@ def deploy_hook(request: HttpRequest, hook_id: str) -> JsonResponse:
             error=f"{limited.reason} Retry in {limited.retry_after} s.",
             headers={"Retry-After": str(limited.retry_after)},
         )
+    except DatabaseError:
+        # As for webhooks: the caller (a CMS, a cron job) learns that retrying works.
+        log.exception("Deploy hook: the database cannot be reached")
+        return answer(503, error=DATABASE_DOWN, headers={"Retry-After": RETRY_AFTER_SECONDS})
     build = triggered.build
     return answer(
         200 if triggered.already_exists else 202,

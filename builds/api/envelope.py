@@ -41,6 +41,7 @@ CODES = {
     409: CONFLICT,
     415: UNSUPPORTED_MEDIA_TYPE,
     429: RATE_LIMITED,
+    503: INTERNAL_ERROR,
 }
 
 MISSING_TOKEN = "Missing token from authorization header"  # noqa: S105 - a message

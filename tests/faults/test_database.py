@@ -1,7 +1,8 @@
 """PostgreSQL restarted between builds, and down for a while: daphne (with its
 connection pool, as production runs it) and the q2 cluster are left running and
 serve the next pushes and their builds; meanwhile /healthz answers, /readyz says
-the database is down, and a webhook delivery is refused with a reason (503)."""
+the database is down, and a webhook delivery or a deploy hook is refused with a
+reason (503)."""
 
 import json
 
@@ -19,15 +20,17 @@ pytestmark = [pytest.mark.faults, pytest.mark.docker]
 SETUP = """
 import json
 from accounts.models import ApiToken
+from builds.models import DeployHook
 from tests.factories import make_account, make_connection, make_trigger, make_user, make_worker
 user = make_user("alice")
 account = make_account("Acme", owner=user)
 connection = make_connection(account, clone_url={url!r})
 worker = make_worker(account, "site")
-make_trigger(worker, connection, build_command="sh build.sh", deploy_command="", build_image={image!r})
+trigger = make_trigger(worker, connection, build_command="sh build.sh", deploy_command="", build_image={image!r})
+hook = DeployHook.objects.create(worker=worker, trigger=trigger, name="cms", branch="main")
 _, token = ApiToken.issue(user, account, "faults")
 print(json.dumps({{"account": account.id, "token": token, "connection": str(connection.uuid),
-                  "repo_id": int(connection.repo_id)}}))
+                  "repo_id": int(connection.repo_id), "hook": hook.hook_id}}))
 """
 
 
@@ -75,10 +78,14 @@ def test_the_site_recovers_from_database_restarts_without_being_restarted(
     assert site.request("GET", "/healthz") == (200, {"status": "ok"})
     status, body = site.request("GET", "/readyz")
     assert status == 503 and body["checks"]["database"]["status"] == "down", body
-    # A push meanwhile is refused in JSON, saying to redeliver, not with a 500 page.
+    # A push or a deploy hook meanwhile is refused in JSON, saying why and to try again
+    # later, not with a 500 page.
     status, body = site.push(world["connection"], world["repo_id"], commit)
     assert status == 503, body
-    assert body["outcome"] == "rejected" and "redeliver" in body["reason"], body
+    assert body["outcome"] == "rejected" and "redeliver it later" in body["reason"].lower(), body
+    status, body = site.request("POST", f"/client/v4/workers/builds/deploy_hooks/{world['hook']}")
+    assert status == 503, body
+    assert body["errors"][0]["message"] == "Buildsite cannot reach its database right now.", body
     private_postgres.start()
     wait_for(lambda: site.request("GET", "/readyz")[0] == 200, timeout=30, message="the site to be ready again")
     third, output = build(commit_files(repo, {"build.sh": "echo third\n"}))
