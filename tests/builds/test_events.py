@@ -2,6 +2,7 @@
 loop, else on a thread of its own), in order, without the sender waiting."""
 
 import asyncio
+import functools
 import socket
 import threading
 from collections.abc import Iterator
@@ -101,8 +102,8 @@ async def serve_then_send(group: str) -> tuple[dict, int]:
     and how many publisher threads ran meanwhile."""
     response = await HttpCommunicator(application, "GET", "/healthz", headers=[(b"host", b"localhost")]).get_response()
     assert response["status"] == 200
-    sent = lambda: asyncio.to_thread(events.send, (group, {"type": "build.logs", "n": 1}))  # noqa: E731
-    return await receive_one(group, sent), publisher_threads()
+    send_from_a_thread = functools.partial(asyncio.to_thread, events.send, (group, {"type": "build.logs", "n": 1}))
+    return await receive_one(group, send_from_a_thread), publisher_threads()
 
 
 @pytest.mark.redis
