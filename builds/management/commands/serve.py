@@ -29,12 +29,17 @@ class Command(BaseCommand):
         if settings.IS_POSTGRES:
             web_env.setdefault("BUILDSITE_DB_POOL", "10")
         cluster_env = {name: value for name, value in os.environ.items() if name != "BUILDSITE_DB_POOL"}
+        # Each in a session of its own, so that only this process gets a signal sent to
+        # its whole group (Ctrl+C, `timeout`, `kill -- -PGID`) and passes on one SIGTERM.
+        # django-q2's own processes die at once on a signal of their own, and its
+        # cluster then never finishes stopping.
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "buildsite.asgi:application"],
                 env=web_env,
+                start_new_session=True,
             ),
-            subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=cluster_env),
+            subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=cluster_env, start_new_session=True),
         ]
         base = f"http://{host}:{port}"
         account = Account.objects.order_by("created_on").first()
@@ -52,8 +57,9 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        # SIGHUP too: a closed terminal no longer reaches the processes by itself.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
         # Either process dying takes the other down: half a service is worse than none.
         while not stopping and all(p.poll() is None for p in processes):
             time.sleep(0.5)
