@@ -219,7 +219,7 @@ class Trigger(models.Model):
             (secret if variable.is_secret else plain)[variable.name] = variable.plaintext()
         return plain, secret
 
-    def new_build(
+    def build_of(
         self,
         *,
         branch: str,
@@ -231,13 +231,12 @@ class Trigger(models.Model):
         deploy_hook: "DeployHook | None" = None,
         delivery: "WebhookDelivery | None" = None,
     ) -> "Build":
-        """A queued build of this trigger, with the trigger's settings snapshotted so a
-        later edit does not change a build that is already waiting (its variables are
-        read when it starts: Trigger.variables). The caller hands it to the scheduler
-        after its transaction commits."""
+        """A queued build of this trigger, not saved yet, with the trigger's settings
+        snapshotted so a later edit does not change a build that is already waiting
+        (its variables are read when it starts: Trigger.variables)."""
         production = pull_request is None and self.is_production_branch(branch)
         connection = self.repo_connection
-        return Build.objects.create(
+        return Build(
             account_id=self.worker.account_id,
             worker=self.worker,
             trigger=self,
@@ -261,6 +260,13 @@ class Trigger(models.Model):
             repo_name=connection.repo_name,
             clone_url=connection.clone_url,
         )
+
+    def new_build(self, **details) -> "Build":
+        """build_of(**details), saved. The caller hands it to the scheduler after its
+        transaction commits."""
+        build = self.build_of(**details)
+        build.save(force_insert=True)
+        return build
 
 
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

@@ -5,6 +5,7 @@ the same trigger's older queued builds of the branch)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,6 @@ from builds.models import (
     BuildOutcome,
     BuildStatus,
     DeliveryOutcome,
-    DeployHook,
     RepoConnection,
     Trigger,
     WebhookDelivery,
@@ -86,42 +86,27 @@ def watches_change(trigger: Trigger, event: PushEvent) -> bool:
     return any(path_matches(path, pattern) for path in remaining for pattern in includes)
 
 
-def queue_build(
-    trigger: Trigger,
-    *,
-    branch: str,
-    commit_hash: str,
-    source: str,
-    commit_message: str = "",
-    author: str = "",
-    pull_request: dict | None = None,
-    deploy_hook: DeployHook | None = None,
-    delivery: WebhookDelivery | None = None,
-) -> Build:
-    """A queued build of the trigger; the trigger's older builds of the same branch
-    still waiting in the queue are skipped, as this one builds newer code. Call
-    inside a transaction, and hand the build to scheduler.enqueue there."""
-    build = trigger.new_build(
-        branch=branch,
-        commit_hash=commit_hash,
-        commit_message=commit_message,
-        author=author,
-        source=source,
-        pull_request=pull_request,
-        deploy_hook=deploy_hook,
-        delivery=delivery,
-    )
+def queue_build(trigger: Trigger, **details) -> Build:
+    """A queued build of the trigger (details as for Trigger.build_of); the trigger's
+    older builds of the same branch still waiting in the queue are skipped, as this
+    one builds newer code. Call inside a transaction, and hand the build to
+    scheduler.enqueue there."""
+    build = trigger.new_build(**details)
     # Older by creation time: a concurrent delivery may commit a newer build that
     # this transaction sees, and that one must survive. Usually there is none, so
     # only ids are read; stop() moves each row by id and reloads it.
     older = Build.objects.filter(
-        trigger=trigger, branch=branch, status=BuildStatus.QUEUED, created_on__lt=build.created_on
+        trigger=trigger, branch=build.branch, status=BuildStatus.QUEUED, created_on__lt=build.created_on
     ).values_list("pk", flat=True)
-    for pk in older.order_by():
-        Build(pk=pk).stop(
-            BuildOutcome.SKIPPED, f"Superseded by build {build.build_uuid} of a newer commit of {branch}."
-        )
+    supersede(build, older.order_by())
     return build
+
+
+def supersede(build: Build, older_pks: Iterable[int]) -> None:
+    for pk in older_pks:
+        Build(pk=pk).stop(
+            BuildOutcome.SKIPPED, f"Superseded by build {build.build_uuid} of a newer commit of {build.branch}."
+        )
 
 
 def connection_with_triggers(connection_uuid: uuid.UUID) -> tuple[RepoConnection, list[Trigger]]:
@@ -165,21 +150,21 @@ def match(triggers: list[Trigger], event: PushEvent) -> Match:
     return Match(outcome, f"No build: {not_built}.", [])
 
 
+def build_details(event: PushEvent) -> dict:
+    """What a build of the push records (Trigger.build_of's arguments)."""
+    return {
+        "branch": event.branch,
+        "commit_hash": event.commit_hash,
+        "source": event.source,
+        "commit_message": event.commit_message,
+        "author": event.author,
+        "pull_request": event.pull_request.as_dict() if event.pull_request else None,
+    }
+
+
 def start_builds(found: Match, event: PushEvent, delivery: WebhookDelivery) -> list[Build]:
     """Queues the matched triggers' builds of the push. Call inside the transaction
     that recorded the delivery."""
-    builds = [
-        queue_build(
-            trigger,
-            branch=event.branch,
-            commit_hash=event.commit_hash,
-            source=event.source,
-            commit_message=event.commit_message,
-            author=event.author,
-            pull_request=event.pull_request.as_dict() if event.pull_request else None,
-            delivery=delivery,
-        )
-        for trigger in found.triggers
-    ]
+    builds = [queue_build(trigger, **build_details(event), delivery=delivery) for trigger in found.triggers]
     scheduler.enqueue(builds)
     return builds

@@ -19,8 +19,8 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils.http import parse_header_parameters
 
-from builds import triggers
-from builds.models import BuildSource, DeliveryOutcome, Provider, RepoConnection, Trigger, WebhookDelivery
+from builds import delivery_statement, scheduler, triggers
+from builds.models import Build, BuildSource, DeliveryOutcome, Provider, RepoConnection, Trigger, WebhookDelivery
 from buildsite import metrics
 from buildsite.structured_logging import bind
 
@@ -422,26 +422,41 @@ def receive(connection: RepoConnection, connection_triggers: list[Trigger], requ
 def accept(
     delivery: WebhookDelivery, event: PushEvent | Ignored, connection_triggers: list[Trigger]
 ) -> tuple[int, dict]:
-    """Records the delivery and starts its builds, in one transaction. The record is
-    written first and its delivery id is unique: of two concurrent deliveries with
-    the same id, the second waits at that INSERT until the first commits, then fails
-    and rolls back before it has made anything."""
+    """Records the delivery and starts its builds, atomically. The record is written
+    first and its delivery id is unique: of two concurrent deliveries with the same
+    id, the second waits at that INSERT until the first commits, then fails before it
+    has made anything."""
+    if isinstance(event, Ignored):
+        found = triggers.Match(DeliveryOutcome.IGNORED, event.reason, [])
+    else:
+        found = triggers.match(connection_triggers, event)
+    delivery.outcome, delivery.reason = found.outcome, found.reason
+    delivery.response_code = 202 if found.triggers else 200
     try:
-        with transaction.atomic():
-            if isinstance(event, Ignored):
-                found = triggers.Match(DeliveryOutcome.IGNORED, event.reason, [])
-            else:
-                found = triggers.match(connection_triggers, event)
-            delivery.outcome, delivery.reason = found.outcome, found.reason
-            delivery.response_code = 202 if found.triggers else 200
-            delivery.save()
-            builds = triggers.start_builds(found, event, delivery) if found.triggers else []
+        builds = record(delivery, found, event)
     except IntegrityError:
         original = claimed(delivery)
         if original is None:
             raise
         return redelivered(delivery, original)
     return delivery.response_code, answer(delivery, [build.build_uuid for build in builds])
+
+
+def record(delivery: WebhookDelivery, found: triggers.Match, event: PushEvent | Ignored) -> list[Build]:
+    """Writes the delivery and the builds it queues, and hands them to the scheduler."""
+    if found.triggers and delivery_statement.usable():
+        details = triggers.build_details(event)
+        builds = [trigger.build_of(**details, delivery=delivery) for trigger in found.triggers]
+        older = delivery_statement.record(delivery, builds)
+        # After the builds are committed: a crash in between leaves the older builds
+        # queued, and they build, which loses nothing.
+        for build, older_pks in zip(builds, older, strict=True):
+            triggers.supersede(build, older_pks)
+        scheduler.enqueue(builds)
+        return builds
+    with transaction.atomic():
+        delivery.save()
+        return triggers.start_builds(found, event, delivery) if found.triggers else []
 
 
 def claimed(delivery: WebhookDelivery) -> WebhookDelivery | None:

@@ -9,8 +9,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builds import triggers
-from builds.models import Build, BuildSource, BuildStatus, DeliveryOutcome, WebhookDelivery
+from builds.models import Build, BuildSource, BuildStatus, DeliveryOutcome, Trigger, WebhookDelivery
 from builds.webhooks import EVENT_HEADERS
 from tests.builds import payloads
 from tests.builds.payloads import SHA_AFTER, deliver
@@ -452,10 +451,10 @@ def test_a_gitlab_merge_request_without_last_commit_is_400(client, gitlab):
 
 
 def test_a_failure_after_verification_is_503_with_a_reason_and_claims_nothing(client, github, monkeypatch):
-    def broken(connection, event):
+    def broken(trigger, **details):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(triggers, "start_builds", broken)
+    monkeypatch.setattr(Trigger, "build_of", broken)
     payload = payloads.github_push(repo(github))
     response = deliver(client, github, payload, delivery_id="oops")
     assert response.status_code == 503

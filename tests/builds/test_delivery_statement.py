@@ -1,0 +1,92 @@
+"""The one-statement write of a delivery and its builds (PostgreSQL) against the ORM
+path SQLite takes."""
+
+import pytest
+from django.db import connection
+
+from builds import delivery_statement
+from builds.models import Build, BuildOutcome, BuildStatus
+from tests.builds import payloads
+from tests.builds.payloads import SHA_AFTER, deliver
+from tests.factories import make_account, make_build, make_connection, make_trigger, make_worker
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the statement and the digest are PostgreSQL's"
+)
+
+# What differs between two deliveries of the same push to two identical set-ups:
+# which rows, and when.
+IDENTITY = {"id", "build_uuid", "created_on", "modified_on", "received_on", "delivery_id", "repo_connection_id"}
+IDENTITY |= {"trigger_id", "worker_id", "account_id"}
+
+
+@pytest.fixture(params=["statement", "orm"])
+def path(request, monkeypatch) -> str:
+    """Runs a test as PostgreSQL does, and down the ORM path that SQLite takes."""
+    if request.param == "orm":
+        monkeypatch.setattr(delivery_statement, "usable", lambda: False)
+    return request.param
+
+
+def push(client, connection, branch: str = "main", secret: str = "s3cret"):
+    commits = [payloads.github_commit(SHA_AFTER, "Update the landing page", modified=["src/index.js"])]
+    payload = payloads.github_push(int(connection.repo_id), ref=f"refs/heads/{branch}", commits=commits)
+    return deliver(client, connection, payload, secret=secret)
+
+
+def columns(instance) -> dict:
+    return {
+        f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields if f.attname not in IDENTITY
+    }
+
+
+def test_the_statement_writes_the_rows_the_orm_writes(db, client, monkeypatch):
+    written = {}
+    for path in ("statement", "orm"):
+        account = make_account(f"acme-{path}")
+        connection = make_connection(
+            account, repo_id="4242", repo_name="site", clone_url="https://github.com/acme/site.git"
+        )
+        make_trigger(make_worker(account, "site"), connection, trigger_name="Site", production_branch="main")
+        make_trigger(make_worker(account, "docs"), connection, trigger_name="Docs", production_branch="live")
+        with monkeypatch.context() as patched:
+            if path == "orm":
+                patched.setattr(delivery_statement, "usable", lambda: False)
+            response = push(client, connection)
+        assert response.status_code == 202
+        builds = Build.objects.filter(account=account).order_by("trigger__trigger_name")
+        assert sorted(response.json()["builds"]) == sorted(str(build.build_uuid) for build in builds)
+        assert {build.delivery.repo_connection_id for build in builds} == {connection.pk}
+        written[path] = (columns(builds[0].delivery), [columns(build) for build in builds])
+    assert written["statement"] == written["orm"]
+    delivery, builds = written["statement"]
+    assert (delivery["outcome"], delivery["response_code"]) == ("queued", 202)
+    assert [(build["deploy_command"], build["is_production"]) for build in builds] == [
+        ("npx wrangler versions upload", False),  # Docs: main is not its production branch
+        ("echo deploy", True),
+    ]
+
+
+def test_a_newer_push_supersedes_whichever_path_writes_it(client, account, path):
+    connection = make_connection(account)
+    trigger = make_trigger(make_worker(account, "site"), connection)
+    queued = make_build(trigger, branch="main")
+    running = make_build(trigger, branch="main", status=BuildStatus.RUNNING)
+    response = push(client, connection)
+    assert response.status_code == 202
+    queued.refresh_from_db()
+    assert (queued.status, queued.build_outcome) == (BuildStatus.STOPPED, BuildOutcome.SKIPPED)
+    assert queued.reason == f"Superseded by build {response.json()['builds'][0]} of a newer commit of main."
+    running.refresh_from_db()
+    assert running.status == BuildStatus.RUNNING
+
+
+def test_a_redelivery_answers_with_the_original_builds_whichever_path_wrote_them(client, account, path):
+    connection = make_connection(account)
+    make_trigger(make_worker(account, "site"), connection)
+    payload = payloads.github_push(int(connection.repo_id))
+    first = deliver(client, connection, payload, delivery_id="d-1")
+    again = deliver(client, connection, payload, delivery_id="d-1")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["builds"] == first.json()["builds"] and again.json()["redelivery"] is True
+    assert Build.objects.count() == 1
