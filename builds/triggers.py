@@ -1,6 +1,7 @@
-"""Which pushes start which builds: per trigger of a connection, branch rules and
-watch paths, skip markers in the head commit, and queuing the builds (superseding
-the same trigger's older queued builds of the branch)."""
+"""Which pushes start which builds: a connection's triggers (read once per process
+while they do not change), per trigger branch rules and watch paths, skip markers in
+the head commit, and queuing the builds (superseding the same trigger's older queued
+builds of the branch)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from django.db import connection
 
 from builds import scheduler
 from builds.models import (
@@ -109,20 +112,58 @@ def supersede(build: Build, older_pks: Iterable[int]) -> None:
         )
 
 
+# Every delivery needs its connection and triggers, and they rarely change. So each
+# process keeps the last read of each connection, and PostgreSQL tells by one small
+# query whether any of those rows changed since: a digest of the rows' text, which
+# covers every column, including any added later. SQLite reads them every time.
+CONFIG_DIGEST_SQL = """
+    SELECT md5(c::text || coalesce(string_agg(t::text || w::text, ',' ORDER BY t.id), ''))
+      FROM builds_repoconnection c
+      LEFT JOIN builds_trigger t ON t.repo_connection_id = c.id
+      LEFT JOIN builds_worker w ON w.id = t.worker_id
+     WHERE c.uuid = %s
+     GROUP BY c.id
+"""
+MAX_KEPT_CONNECTIONS = 1000
+# uuid -> (digest, connection, triggers). Threads share the instances, which the
+# delivery path only reads.
+kept: dict[uuid.UUID, tuple[str, RepoConnection, list[Trigger]]] = {}
+
+
 def connection_with_triggers(connection_uuid: uuid.UUID) -> tuple[RepoConnection, list[Trigger]]:
-    """A webhook URL's connection and its triggers (with their workers): one query
-    when the connection has triggers, as it usually does, since every delivery reads
-    both. Raises RepoConnection.DoesNotExist."""
+    """A webhook URL's connection and its triggers (with their workers), as committed
+    when this is called. Raises RepoConnection.DoesNotExist."""
+    if connection.vendor != "postgresql":
+        return read_connection_with_triggers(connection_uuid)
+    with connection.cursor() as cursor:
+        cursor.execute(CONFIG_DIGEST_SQL, [connection_uuid])
+        row = cursor.fetchone()
+    if row is None:
+        raise RepoConnection.DoesNotExist
+    digest = row[0]
+    if (known := kept.get(connection_uuid)) and known[0] == digest:
+        return known[1], known[2]
+    # Read after the digest: if the rows change in between, the digest kept is older
+    # than what was read, and the next delivery reads again.
+    found = read_connection_with_triggers(connection_uuid)
+    if len(kept) >= MAX_KEPT_CONNECTIONS:
+        kept.clear()
+    kept[connection_uuid] = (digest, *found)
+    return found
+
+
+def read_connection_with_triggers(connection_uuid: uuid.UUID) -> tuple[RepoConnection, list[Trigger]]:
+    """One query when the connection has triggers, as it usually does."""
     triggers = list(
         Trigger.objects.select_related("repo_connection", "worker").filter(repo_connection__uuid=connection_uuid)
     )
     if not triggers:
         return RepoConnection.objects.get(uuid=connection_uuid), []
-    connection = triggers[0].repo_connection
+    repo_connection = triggers[0].repo_connection
     for trigger in triggers:
         # One instance for all, so its secret is decrypted once.
-        trigger.repo_connection = connection
-    return connection, triggers
+        trigger.repo_connection = repo_connection
+    return repo_connection, triggers
 
 
 def match(triggers: list[Trigger], event: PushEvent) -> Match:

@@ -1,11 +1,13 @@
 """The one-statement write of a delivery and its builds (PostgreSQL) against the ORM
-path SQLite takes."""
+path SQLite takes, and the per-process copy of a connection and its triggers that
+every delivery starts from."""
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from builds import delivery_statement
-from builds.models import Build, BuildOutcome, BuildStatus
+from builds import delivery_statement, triggers
+from builds.models import Build, BuildOutcome, BuildStatus, RepoConnection, Trigger, Worker
 from tests.builds import payloads
 from tests.builds.payloads import SHA_AFTER, deliver
 from tests.factories import make_account, make_build, make_connection, make_trigger, make_worker
@@ -90,3 +92,61 @@ def test_a_redelivery_answers_with_the_original_builds_whichever_path_wrote_them
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["builds"] == first.json()["builds"] and again.json()["redelivery"] is True
     assert Build.objects.count() == 1
+
+
+# The copy of a connection and its triggers each process keeps: every change to them
+# applies to the very next delivery.
+
+
+@pytest.fixture
+def site(account):
+    connection = make_connection(account)
+    make_trigger(make_worker(account, "site"), connection, trigger_name="Site", branch_includes=["main"])
+    return connection
+
+
+def test_the_next_delivery_reads_the_triggers_from_the_process_copy(client, site):
+    assert push(client, site).status_code == 202
+    kept = triggers.kept[site.uuid]
+    with CaptureQueriesContext(connection) as queries:
+        assert push(client, site).status_code == 202
+    assert not [query for query in queries if query["sql"].startswith('SELECT "builds_trigger"')]
+    assert triggers.kept[site.uuid] is kept
+
+
+def test_a_rotated_secret_applies_to_the_next_delivery(client, site):
+    assert push(client, site).status_code == 202
+    new_secret = site.rotate_webhook_secret()
+    site.save()
+    assert push(client, site).status_code == 401
+    assert push(client, site, secret=new_secret).status_code == 202
+
+
+def test_changed_branch_rules_apply_to_the_next_delivery_even_when_saved_by_update(client, site):
+    assert push(client, site, branch="feature").status_code == 200
+    Trigger.objects.filter(repo_connection=site).update(branch_includes=["*"])
+    assert push(client, site, branch="feature").status_code == 202
+
+
+def test_added_and_deleted_triggers_apply_to_the_next_delivery(client, account, site):
+    assert len(push(client, site).json()["builds"]) == 1
+    docs = make_trigger(make_worker(account, "docs"), site, trigger_name="Docs")
+    assert len(push(client, site).json()["builds"]) == 2
+    docs.delete()
+    assert len(push(client, site).json()["builds"]) == 1
+    Trigger.objects.filter(repo_connection=site).delete()
+    response = push(client, site)
+    assert (response.status_code, response.json()["reason"]) == (200, "No trigger uses this repository connection.")
+
+
+def test_a_renamed_worker_applies_to_the_next_delivery(client, site):
+    assert push(client, site).status_code == 202
+    Worker.objects.filter(triggers__repo_connection=site).update(name="renamed")
+    assert "renamed" in push(client, site).json()["reason"]
+
+
+def test_a_deleted_connection_is_404_for_the_next_delivery(client, site):
+    assert push(client, site).status_code == 202
+    Trigger.objects.filter(repo_connection=site).delete()
+    RepoConnection.objects.filter(pk=site.pk).delete()
+    assert push(client, site).status_code == 404
