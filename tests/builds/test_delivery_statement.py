@@ -46,19 +46,20 @@ def test_the_statement_writes_the_rows_the_orm_writes(db, client, monkeypatch):
     written = {}
     for path in ("statement", "orm"):
         account = make_account(f"acme-{path}")
-        connection = make_connection(
-            account, repo_id="4242", repo_name="site", clone_url="https://github.com/acme/site.git"
-        )
-        make_trigger(make_worker(account, "site"), connection, trigger_name="Site", production_branch="main")
-        make_trigger(make_worker(account, "docs"), connection, trigger_name="Docs", production_branch="live")
-        with monkeypatch.context() as patched:
+        repo = make_connection(account, repo_id="4242", repo_name="site", clone_url="https://github.com/acme/site.git")
+        make_trigger(make_worker(account, "site"), repo, trigger_name="Site", production_branch="main")
+        make_trigger(make_worker(account, "docs"), repo, trigger_name="Docs", production_branch="live")
+        with monkeypatch.context() as patched, CaptureQueriesContext(connection) as queries:
             if path == "orm":
                 patched.setattr(delivery_statement, "usable", lambda: False)
-            response = push(client, connection)
+            response = push(client, repo)
         assert response.status_code == 202
+        # Each path is the one it claims to be: else both rows could come from the ORM.
+        statements = [query for query in queries if query["sql"].startswith("WITH delivery AS (INSERT")]
+        assert len(statements) == (1 if path == "statement" else 0)
         builds = Build.objects.filter(account=account).order_by("trigger__trigger_name")
         assert sorted(response.json()["builds"]) == sorted(str(build.build_uuid) for build in builds)
-        assert {build.delivery.repo_connection_id for build in builds} == {connection.pk}
+        assert {build.delivery.repo_connection_id for build in builds} == {repo.pk}
         written[path] = (columns(builds[0].delivery), [columns(build) for build in builds])
     assert written["statement"] == written["orm"]
     delivery, builds = written["statement"]
